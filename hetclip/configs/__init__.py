@@ -1,0 +1,1 @@
+"""Shipped configs (Python files with get_config); load them with hetclip.config.load_config."""

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""One-command entry points for a fresh machine that has nothing but Python 3.11+.
+
+  python3 run.py main   set up, prepare the embedded default data sets, run the main job
+  python3 run.py test   set up, run the whole test suite (what CI runs)
+
+Each command creates what it needs itself and is idempotent: the virtual environment in .venv is
+(re)installed only when pyproject.toml or requirements.lock changed, and prepared data sets in
+./data are reused. Only the standard library is used here because nothing else exists yet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".hetclip-install-stamp"
+MIN_PYTHON = (3, 11)
+
+
+def _venv_python() -> Path:
+    return VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def _install_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "requirements.lock"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_environment() -> Path:
+    """Creates .venv and installs hetclip with pinned dependencies, once per dependency change."""
+    if sys.version_info < MIN_PYTHON:
+        sys.exit(
+            f"hetclip needs Python {'.'.join(map(str, MIN_PYTHON))} or newer (jax requires it); "
+            f"this is {sys.version.split()[0]}. Run this script with a newer python3."
+        )
+    python = _venv_python()
+    if not python.exists():
+        print(f"[setup] creating virtual environment in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    fingerprint = _install_fingerprint()
+    if STAMP.exists() and STAMP.read_text() == fingerprint:
+        return python
+    print("[setup] installing hetclip and its pinned dependencies (about 2 minutes)", flush=True)
+    pip = [str(python), "-m", "pip", "--disable-pip-version-check"]
+    subprocess.run([*pip, "install", "-q", "--upgrade", "pip"], check=True)
+    subprocess.run(
+        [*pip, "install", "-q", "-c", str(ROOT / "requirements.lock"), "-e", f"{ROOT}[dev]"],
+        check=True,
+    )
+    STAMP.write_text(fingerprint)
+    return python
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("HETCLIP_DATA_DIR", str(ROOT / "data"))
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def main_job(python: Path) -> int:
+    """The main job on the embedded default data: prepare the data sets, report what they hold."""
+    hetclip = [str(python), "-m", "hetclip.cli"]
+    for name in ("imagetext", "fashion_mnist"):
+        code = subprocess.run([*hetclip, "data", "prepare", "--name", name], env=_env()).returncode
+        if code:
+            return code
+    return subprocess.run([*hetclip, "data", "summary"], env=_env()).returncode
+
+
+def run_tests(python: Path, extra: list[str]) -> int:
+    return subprocess.run(
+        [str(python), "-m", "pytest", "-q", *extra], cwd=ROOT, env=_env()
+    ).returncode
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("main", "test"):
+        print(__doc__)
+        return 2
+    python = ensure_environment()
+    if argv[0] == "main":
+        return main_job(python)
+    return run_tests(python, argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
