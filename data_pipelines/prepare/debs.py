@@ -92,7 +92,9 @@ def unpack_deb(path: Path, destination: Path, keep: Callable[[str], bool]) -> in
     for name, start, size in _ar_members(path):
         if not name.startswith("data.tar"):
             continue
-        mode = {".xz": "r:xz", ".gz": "r:gz", ".bz2": "r:bz2", ".tar": "r:"}[
+        # Stream mode ("r|..."): members are read strictly in order, never seeking backwards
+        # inside the compressed stream (which would decompress it again from the start).
+        mode = {".xz": "r|xz", ".gz": "r|gz", ".bz2": "r|bz2", ".tar": "r|"}[
             os.path.splitext(name)[1] or ".tar"
         ]
         with open(path, "rb") as f:

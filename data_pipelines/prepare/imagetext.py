@@ -120,7 +120,7 @@ def _svg_metadata(svg: Path) -> dict[str, Any]:
 def _stem_words(stem: str) -> str:
     """'chemistry_flask_matthew__02' -> 'chemistry flask matthew'."""
     words = re.sub(r"[_\-]+", " ", stem)
-    return re.sub(r"\s*\d+$", "", words).strip()
+    return re.sub(r"(\s*\d+)+$", "", words).strip()
 
 
 def collect_openclipart(root: Path, skips: SkipCounter) -> list[dict[str, Any]]:

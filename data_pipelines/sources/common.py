@@ -33,8 +33,8 @@ def example_signature() -> dict[str, Any]:
 def read_file(path: str | Path) -> bytes:
     try:
         return Path(path).read_bytes()
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        raise SkipRecord(REASON_MISSING, str(e)) from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise SkipRecord(REASON_MISSING, str(path)) from None
 
 
 def clean_captions(texts: Iterable[str | None], *, required: bool) -> list[str]:
@@ -52,8 +52,13 @@ class ImageChecks:
         self.max_pixels = max_pixels
         self.full_decode = full_decode
 
-    def __call__(self, data: bytes) -> bytes:
-        return checked_image_bytes(data, max_pixels=self.max_pixels, full_decode=self.full_decode)
+    def __call__(self, data: bytes, where: str = "") -> bytes:
+        try:
+            return checked_image_bytes(
+                data, max_pixels=self.max_pixels, full_decode=self.full_decode
+            )
+        except SkipRecord as e:
+            raise SkipRecord(e.reason, f"{where}: {e.detail}" if where else e.detail) from None
 
 
 def make_example(

@@ -59,7 +59,7 @@ class ImageFolderSource(RandomAccessSource):
         name = self.classes[label]
         return make_example(
             id=os.path.relpath(path, self.root),
-            image=self.check(read_file(path)),
+            image=self.check(read_file(path), where=path),
             texts=[name.replace("_", " ").replace("-", " ")],
             label=label,
             source=self.root.name,

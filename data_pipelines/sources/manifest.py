@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipelines.images import DEFAULT_MAX_PIXELS
-from data_pipelines.records import SkipCounter
+from data_pipelines.records import SkipCounter, SkipRecord
 from data_pipelines.sources.base import RandomAccessSource
 from data_pipelines.sources.common import (
     ImageChecks,
@@ -92,10 +92,13 @@ class ManifestSource(RandomAccessSource):
     def read(self, index: int) -> dict[str, Any]:
         row = self.rows[index]
         path = self.image_root / row["image"]
-        texts = clean_captions(row["texts"], required=not self.has_labels)
+        try:
+            texts = clean_captions(row["texts"], required=not self.has_labels)
+        except SkipRecord as e:
+            raise SkipRecord(e.reason, f"{self.path} row {index + 1}: {row['image']}") from None
         return make_example(
             id=str(row.get("id") or row["image"]),
-            image=self.check(read_file(path)),
+            image=self.check(read_file(path), where=str(path)),
             texts=texts,
             label=int(row["label"]) if self.has_labels else -1,
             source=self.path.stem,

@@ -30,28 +30,42 @@ class TfdsSource(StreamingSource):
         self.name, self.split = name, split
         self.image_key, self.label_key = image_key, label_key
         self.text_keys, self.id_key = tuple(text_keys), id_key
+        self.data_dir = data_dir
+        self.builder = tfds.builder(name, data_dir=data_dir)
         try:
-            self.builder = tfds.builder(name, data_dir=data_dir)
-            self.num_examples = self.builder.info.splits[split].num_examples
-        except Exception as e:  # TFDS raises several types for "not there"
-            raise FileNotFoundError(
-                f"TFDS data set {name!r} (split {split!r}) is not available in "
-                f"{data_dir or '~/tensorflow_datasets'}: {e}. Prepare it with `tfds build {name} "
-                "--data_dir DIR` (sets such as imagenet2012 need their archives placed in "
-                "DIR/downloads/manual first) and pass data_dir=DIR."
-            ) from None
+            self.num_examples: int | None = self.builder.info.splits[split].num_examples
+        except (KeyError, ValueError):
+            self.num_examples = None  # known once read (mock data sets carry no split sizes)
+
+    def _missing(self, error: Exception) -> FileNotFoundError:
+        return FileNotFoundError(
+            f"TFDS data set {self.name!r} (split {self.split!r}) is not available in "
+            f"{self.data_dir or '~/tensorflow_datasets'}: {error}. Prepare it with `tfds build "
+            f"{self.name} --data_dir DIR` (sets such as imagenet2012 need their archives placed "
+            "in DIR/downloads/manual first) and pass data_dir=DIR."
+        )
+
+    def process_split(self, process_index: int, process_count: int):
+        """This process's equal share of the split (a TFDS split object for as_dataset)."""
+        import tensorflow_datasets as tfds
+
+        shares = tfds.even_splits(self.split, n=process_count, drop_remainder=True)
+        return shares[process_index]
 
     def dataset(self, *, process_index: int, process_count: int, seed: int, shuffle: bool):
         import tensorflow as tf
         import tensorflow_datasets as tfds
 
-        split = tfds.even_splits(self.split, n=process_count, drop_remainder=True)[process_index]
-        ds = self.builder.as_dataset(
-            split=split,
-            shuffle_files=shuffle,
-            decoders={self.image_key: tfds.decode.SkipDecoding()},
-            read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
-        )
+        split = self.process_split(process_index, process_count)
+        try:
+            ds = self.builder.as_dataset(
+                split=split,
+                shuffle_files=shuffle,
+                decoders={self.image_key: tfds.decode.SkipDecoding()},
+                read_config=tfds.ReadConfig(shuffle_seed=seed, try_autocache=False),
+            )
+        except (AssertionError, FileNotFoundError, ValueError) as e:
+            raise self._missing(e) from None
         source_name = self.name
 
         def to_example(features: dict[str, Any]) -> dict[str, Any]:

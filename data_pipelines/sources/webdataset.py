@@ -134,7 +134,8 @@ class WebDatasetSource(RandomAccessSource):
         label = meta.get("label", -1)
         if "cls" in parts:
             label = int(self._read_member(shard_number, *parts["cls"]).decode().strip() or -1)
-        image = self.check(self._read_member(shard_number, *parts[image_ext]))
+        where = f"{self.shards[shard_number]}:{key}.{image_ext}"
+        image = self.check(self._read_member(shard_number, *parts[image_ext]), where=where)
         return make_example(
             id=key,
             image=image,

@@ -1,0 +1,29 @@
+"""Shared test set-up: 8 simulated CPU devices and small planted data sets."""
+
+import os
+
+# Must happen before jax is imported anywhere: sharding tests use 8 simulated CPU devices.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+from data_pipelines.prepare import imagetext  # noqa: E402
+from tests.planted_packages import fake_render, plant_imagetext_tree  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def imagetext_tree(tmp_path_factory):
+    return plant_imagetext_tree(tmp_path_factory.mktemp("tree"))
+
+
+@pytest.fixture(scope="session")
+def prepared_imagetext(imagetext_tree, tmp_path_factory):
+    patch = pytest.MonkeyPatch()
+    patch.setattr(imagetext, "render_emoji", fake_render)  # inherited by forked workers
+    out = tmp_path_factory.mktemp("data") / "imagetext"
+    cache = tmp_path_factory.mktemp("cache")
+    imagetext.prepare(out, cache=cache, tree=imagetext_tree, max_side=16, vocab_size=60)
+    patch.undo()
+    return out
