@@ -43,7 +43,8 @@ def fake_render(text: str, font_path: str) -> bytes:
 
 
 def plant_imagetext_tree(tree: Path) -> Path:
-    """Writes 73 stamps (one mirror, one caption-less, one bomb), 30 clip arts, 4 emoji."""
+    """Writes 75 stamps (one mirror, one caption-less, one bomb), 30 clip arts and one link to
+    a duplicate, 4 emoji."""
     stamps = tree / imagetext.TUXPAINT
     for c in range(18):
         for i in range(4):
@@ -66,6 +67,8 @@ def plant_imagetext_tree(tree: Path) -> Path:
             svg_root / folder / f"clip_{i:02d}_01.svg",
             SVG.format(title=title, description="" if i % 2 else f"desc {i}", kw1=f"kw{i}"),
         )
+    # The real packages link duplicate images under other names: one such link.
+    (png_root / "topic4" / "clip_linked_01.png").symlink_to("../topic0/clip_00_01.png")
     write(tree / imagetext.EMOJI_TEST, EMOJI_TEST)
     write(tree / imagetext.CLDR_ANNOTATIONS[0], CLDR)
     write(tree / imagetext.EMOJI_FONT, b"not read by fake_render")

@@ -87,7 +87,8 @@ def _ar_members(path: Path):
 def unpack_deb(path: Path, destination: Path, keep: Callable[[str], bool]) -> int:
     """Writes the data members of `path` that `keep(member name)` accepts under `destination`.
 
-    Returns the number of files written. Member names are relative ("usr/share/...").
+    Returns the number of files and symbolic links written. Member names are relative
+    ("usr/share/..."); links that point outside the package are not written.
     """
     for name, start, size in _ar_members(path):
         if not name.startswith("data.tar"):
@@ -104,10 +105,19 @@ def unpack_deb(path: Path, destination: Path, keep: Callable[[str], bool]) -> in
                 progress = Progress(f"unpack {path.name.split('_')[0]}")
                 for member in tar:
                     member_name = member.name.lstrip("./")
-                    if not member.isfile() or not keep(member_name):
+                    if not (member.isfile() or member.issym()) or not keep(member_name):
                         continue
                     target = destination / member_name
                     target.parent.mkdir(parents=True, exist_ok=True)
+                    if member.issym():
+                        # Packages link duplicate files; keep the link (as dpkg does) when it
+                        # stays inside the package, so collectors can tell duplicates apart.
+                        resolved = (target.parent / member.linkname).resolve()
+                        if resolved.is_relative_to(destination.resolve()):
+                            target.unlink(missing_ok=True)
+                            target.symlink_to(member.linkname)
+                            written += 1
+                        continue
                     with tar.extractfile(member) as src, open(target, "wb") as dst:
                         shutil.copyfileobj(src, dst)
                     written += 1

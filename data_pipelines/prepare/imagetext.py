@@ -51,6 +51,8 @@ CLDR_ANNOTATIONS = (
 HELDOUT_CATEGORY_FRACTION = 0.15
 SPLIT_FRACTIONS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
 GENERIC_TITLE_MIN_REPEATS = 25
+# The packages link identical images under several names; one copy is kept (no split leakage).
+REASON_DUPLICATE = "duplicate_image"
 _SKIN_TONE = re.compile("[\U0001f3fb-\U0001f3ff]")
 _RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
 _DC = "{http://purl.org/dc/elements/1.1/}"
@@ -76,6 +78,9 @@ def collect_tuxpaint(root: Path, skips: SkipCounter) -> list[dict[str, Any]]:
         base = png.with_name(png.stem.removesuffix("_mirror") + ".png")
         caption_file = base.with_suffix(".txt")
         where = str(png.relative_to(stamps))
+        if png.is_symlink():
+            skips.add(REASON_DUPLICATE, f"tuxpaint:{where}")
+            continue
         if not caption_file.exists():
             skips.add("empty_caption", f"tuxpaint:{where}")
             continue
@@ -134,6 +139,9 @@ def collect_openclipart(root: Path, skips: SkipCounter) -> list[dict[str, Any]]:
     items = []
     for png in pngs:
         meta, relative = metadata[png], png.relative_to(png_root)
+        if png.is_symlink():
+            skips.add(REASON_DUPLICATE, f"openclipart:{relative}")
+            continue
         category = str(relative.parent)
         texts = []
         title = meta.get("title", "")
@@ -277,7 +285,7 @@ def collect_all(tree: Path, skips: SkipCounter) -> list[dict[str, Any]]:
 def unpack_packages(cache: Path) -> Path:
     """Fetches the packages (once) and unpacks the files the builder reads into cache/tree."""
     tree = cache / "tree"
-    marker = tree / ".unpacked-imagetext"
+    marker = tree / ".unpacked-imagetext-v2"
     if marker.exists():
         return tree
     for _package, deb in fetch_debs(list(PACKAGES), cache).items():

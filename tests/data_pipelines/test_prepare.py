@@ -50,8 +50,10 @@ def test_prepared_imagetext_has_deterministic_disjoint_splits(prepared_imagetext
     assert set(splits) == {"train", "validation", "test", "heldout"}
     total = sum(s["count"] for s in splits.values())
     assert total == 72 + 1 + 30 + 4  # stamps + mirror + clip art + emoji
-    assert manifest["skipped"]["by_reason"] == {"empty_caption": 1, "too_large_image": 1}
-    assert json.loads((prepared_imagetext / "skipped_records.json").read_text())["total"] == 2
+    assert manifest["skipped"]["by_reason"] == {
+        "duplicate_image": 1, "empty_caption": 1, "too_large_image": 1,
+    }
+    assert json.loads((prepared_imagetext / "skipped_records.json").read_text())["total"] == 3
     held = set(manifest["categories"]["heldout"])
     assert held and not held & set(manifest["categories"]["train"])
     assert (prepared_imagetext / "tokenizer.model").exists()
@@ -163,6 +165,11 @@ def test_unpack_deb_writes_only_wanted_members(tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+        for name, target in (("./usr/share/x/same.txt", "keep.txt"),
+                             ("./usr/share/x/escape.txt", "../../../../etc/passwd")):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            tar.addfile(link)
     deb = tmp_path / "pkg_1.0_all.deb"
     deb.write_bytes(
         b"!<arch>\n"
@@ -171,8 +178,10 @@ def test_unpack_deb_writes_only_wanted_members(tmp_path):
         + _ar_member("data.tar.xz", payload.getvalue())
     )
     written = unpack_deb(deb, tmp_path / "out", lambda n: n.endswith(".txt"))
-    assert written == 1
+    assert written == 2
     assert (tmp_path / "out/usr/share/x/keep.txt").read_bytes() == b"yes"
+    assert (tmp_path / "out/usr/share/x/same.txt").is_symlink()  # links inside the package kept
+    assert not (tmp_path / "out/usr/share/x/escape.txt").exists()  # links out of it never
     assert not (tmp_path / "out/usr/share/x/skip.ogg").exists()
     assert fetch_debs(["pkg"], tmp_path) == {"pkg": deb}  # cached: nothing is downloaded
     (tmp_path / "bad.deb").write_bytes(b"garbage")
