@@ -26,6 +26,11 @@ from data_pipelines.records import SkipRecord
 from data_pipelines.sources.base import RandomAccessSource, StreamingSource
 
 MAX_READ_ATTEMPTS = 64
+# Records read per Python call; small enough that a resumed or evaluation pass wastes little.
+READ_CHUNK = 32
+# Joins a record's captions while they cross from Python into the graph (ASCII unit separator).
+TEXT_SEPARATOR = "\x1f"
+SEPARATOR_BYTES = TEXT_SEPARATOR.encode()
 
 
 def _process_layout(process_index: int | None, process_count: int | None) -> tuple[int, int]:
@@ -130,41 +135,65 @@ class InputPipeline:
 
     # --- random-access sources -------------------------------------------------------------
 
-    def _read_fn(self, order: RecordOrder | None, eval_size: int | None):
-        """A numpy function position -> flat list of record fields (+ validity flag)."""
+    def _read_record(self, position: int, order: RecordOrder | None, eval_size: int | None):
+        """(record dict, valid) for one global position; see the module docstring."""
         source = self.source
-        keys = sorted(source.signature())
+        if order is not None:  # training: refill failed slots with fallback records
+            index = order.record(position)
+            for attempt in range(1, MAX_READ_ATTEMPTS + 1):
+                try:
+                    return source.read(index), True
+                except SkipRecord as e:
+                    source.skips.add(e.reason, f"record {index}: {e.detail}", key=index)
+                    index = order.fallback(position, attempt)
+            raise RuntimeError(
+                f"{MAX_READ_ATTEMPTS} records in a row could not be read "
+                f"({source.skips.summary()}); the data looks mostly broken."
+            )
+        if position < eval_size:  # evaluation: padding and unreadable slots are masked out
+            try:
+                return source.read(position), True
+            except SkipRecord as e:
+                source.skips.add(e.reason, f"record {position}: {e.detail}", key=position)
+        return self._placeholder(), False
 
-        def read(position: np.int64):
-            position = int(position)
-            valid = True
-            if order is not None:  # training: refill failed slots with fallback records
-                index = order.record(position)
-                for attempt in range(1, MAX_READ_ATTEMPTS + 1):
-                    try:
-                        record = source.read(index)
-                        break
-                    except SkipRecord as e:
-                        source.skips.add(e.reason, f"record {index}: {e.detail}", key=index)
-                        index = order.fallback(position, attempt)
+    def _read_chunk_fn(self, order: RecordOrder | None, eval_size: int | None):
+        """A numpy function [k] positions -> one [k] array per field (+ [k] validity flags).
+
+        Reading a chunk per call amortises the Python call overhead of tf.numpy_function. A
+        list-of-strings field (texts) travels joined by TEXT_SEPARATOR and is split in-graph.
+        """
+        keys = sorted(self.source.signature())
+        signature = self.source.signature()
+        lists = {k for k, spec in signature.items() if spec.shape.rank == 1}
+        strings = {k: spec.dtype.name == "string" for k, spec in signature.items()}
+        dtypes = {k: spec.dtype.as_numpy_dtype for k, spec in signature.items()}
+
+        def as_bytes(value) -> bytes:
+            return value if isinstance(value, bytes) else str(value).encode("utf-8")
+
+        def read_chunk(positions: np.ndarray):
+            records, valid = [], []
+            for position in positions.tolist():
+                record, ok = self._read_record(position, order, eval_size)
+                records.append(record)
+                valid.append(ok)
+            out = []
+            for k in keys:
+                if k in lists:
+                    column = [SEPARATOR_BYTES.join(as_bytes(v) for v in r[k]) for r in records]
+                elif strings[k]:
+                    column = [as_bytes(r[k]) for r in records]
                 else:
-                    raise RuntimeError(
-                        f"{MAX_READ_ATTEMPTS} records in a row could not be read "
-                        f"({source.skips.summary()}); the data looks mostly broken."
-                    )
-            else:  # evaluation: in order; padding and unreadable slots are masked out
-                record = None
-                if position < eval_size:
-                    try:
-                        record = source.read(position)
-                    except SkipRecord as e:
-                        source.skips.add(e.reason, f"record {position}: {e.detail}", key=position)
-                if record is None:
-                    valid = False
-                    record = self._placeholder()
-            return [record[k] for k in keys] + [np.bool_(valid)]
+                    out.append(np.asarray([r[k] for r in records], dtype=dtypes[k]))
+                    continue
+                # object arrays: numpy's fixed-width bytes type would drop trailing NUL bytes
+                array = np.empty(len(column), dtype=object)
+                array[:] = column
+                out.append(array)
+            return out + [np.asarray(valid, dtype=np.bool_)]
 
-        return read, keys
+        return read_chunk, keys, lists
 
     @functools.cached_property
     def _placeholder_record(self) -> dict[str, Any]:
@@ -182,23 +211,37 @@ class InputPipeline:
         import tensorflow as tf
 
         signature = self.source.signature()
-        read, keys = self._read_fn(order, eval_size)
+        read_chunk, keys, lists = self._read_chunk_fn(order, eval_size)
         seed = self.seed
 
-        def load(position):
+        def load_chunk(chunk):
             values = tf.numpy_function(
-                read, [position], [signature[k].dtype for k in keys] + [tf.bool], stateful=False
+                read_chunk,
+                [chunk],
+                [signature[k].dtype for k in keys] + [tf.bool],
+                stateful=False,
             )
-            fields = zip(keys, values[:-1], strict=True)
-            raw = {k: tf.ensure_shape(v, signature[k].shape) for k, v in fields}
+            fields = {k: tf.ensure_shape(v, [None]) for k, v in zip(keys, values[:-1], strict=True)}
+            fields["_mask"] = tf.ensure_shape(values[-1], [None])
+            fields["_position"] = chunk
+            return fields
+
+        def prepare(fields):
+            raw = {
+                k: tf.strings.split(fields[k], TEXT_SEPARATOR) if k in lists else fields[k]
+                for k in keys
+            }
             example = self.source.parse(raw)
-            example["_rng"] = tf.stack([tf.constant(seed, tf.int64), position])
-            example["_mask"] = tf.ensure_shape(values[-1], [])
+            example["_rng"] = tf.stack([tf.constant(seed, tf.int64), fields["_position"]])
+            example["_mask"] = fields["_mask"]
             return self.pp_fn(example)
 
         options = tf.data.Options()
         options.deterministic = True
-        return positions.map(load, num_parallel_calls=self._parallel()).with_options(options)
+        chunks = positions.batch(READ_CHUNK).map(load_chunk, num_parallel_calls=self._parallel())
+        return (
+            chunks.unbatch().map(prepare, num_parallel_calls=self._parallel()).with_options(options)
+        )
 
     def _positions(self, start_step: int, num_steps: int | None):
         """tf.data stream of this process's global positions from `start_step` on."""
