@@ -52,8 +52,10 @@ def main() -> None:
 
     def baseline():
         ds = tf.data.TFRecordDataset(ours.source.files, num_parallel_reads=tf.data.AUTOTUNE)
-        ds = ds.repeat().shuffle(10_000, seed=0).map(
-            lambda s: pp(parse_example(s)), num_parallel_calls=tf.data.AUTOTUNE
+        ds = (
+            ds.repeat()
+            .shuffle(10_000, seed=0)
+            .map(lambda s: pp(parse_example(s)), num_parallel_calls=tf.data.AUTOTUNE)
         )
         return ds.batch(batch_size, drop_remainder=True).prefetch(2).as_numpy_iterator()
 

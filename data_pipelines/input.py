@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -304,11 +305,12 @@ class InputPipeline:
         options.deterministic = True
         return ds.map(prepare, num_parallel_calls=self._parallel()).with_options(options)
 
-    def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+    def eval_batches(self, report_dir: str | Path | None = None) -> Iterator[dict[str, np.ndarray]]:
         """One ordered pass over the source in fixed-shape batches with a boolean `_mask`.
 
         Every record appears exactly once over all processes with `_mask` True; the last batch is
         padded (mask False), and so are records that could not be read (counted in `skips`).
+        At the end of the pass the skip counts are logged and, with `report_dir`, written there.
         """
         import tensorflow as tf
 
@@ -319,7 +321,10 @@ class InputPipeline:
         ds = self._random_access_dataset(self._positions(0, num_steps), None, eval_size=size)
         ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k != "_rng"})
         ds = ds.batch(self.local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-        return ds.as_numpy_iterator()
+        yield from ds.as_numpy_iterator()
+        logging.info("end of pass over %s: %s", self.source.describe(), self.skips.summary())
+        if report_dir is not None:
+            self.write_skip_report(report_dir)
 
     def write_skip_report(self, directory: str | Path, name: str = "skipped_records.json") -> Path:
         """Writes the skip counts next to a run's outputs and returns the file."""

@@ -131,12 +131,16 @@ def test_corrupt_truncated_huge_and_empty_images_are_skipped_and_counted(planted
     assert any("bomb.png" in e for e in report["examples"]["too_large_image"])
 
 
-def test_eval_masks_out_unreadable_records_and_counts_them(planted_folder):
+def test_eval_masks_out_unreadable_records_and_reports_them_at_the_end(planted_folder, tmp_path):
     source = make_source({"kind": "folder", "root": str(planted_folder)})
     pipe = InputPipeline(source, PP, global_batch_size=4, process_index=0, process_count=1)
-    masks = np.concatenate([b["_mask"] for b in pipe.eval_batches()])
+    batches = pipe.eval_batches(report_dir=tmp_path / "eval")
+    masks = np.concatenate([next(batches)["_mask"], next(batches)["_mask"]])
     assert masks.sum() == 2 and len(masks) == 8
-    assert pipe.skips.total == 4
+    assert not (tmp_path / "eval" / "skipped_records.json").exists()  # written at the end
+    assert list(batches) == []
+    report = json.loads((tmp_path / "eval" / "skipped_records.json").read_text())
+    assert report["total"] == 4
 
 
 def test_missing_files_and_empty_captions_are_counted(tmp_path):

@@ -51,7 +51,9 @@ def test_prepared_imagetext_has_deterministic_disjoint_splits(prepared_imagetext
     total = sum(s["count"] for s in splits.values())
     assert total == 72 + 1 + 30 + 4  # stamps + mirror + clip art + emoji
     assert manifest["skipped"]["by_reason"] == {
-        "duplicate_image": 1, "empty_caption": 1, "too_large_image": 1,
+        "duplicate_image": 1,
+        "empty_caption": 1,
+        "too_large_image": 1,
     }
     assert json.loads((prepared_imagetext / "skipped_records.json").read_text())["total"] == 3
     held = set(manifest["categories"]["heldout"])
@@ -165,8 +167,10 @@ def test_unpack_deb_writes_only_wanted_members(tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-        for name, target in (("./usr/share/x/same.txt", "keep.txt"),
-                             ("./usr/share/x/escape.txt", "../../../../etc/passwd")):
+        for name, target in (
+            ("./usr/share/x/same.txt", "keep.txt"),
+            ("./usr/share/x/escape.txt", "../../../../etc/passwd"),
+        ):
             link = tarfile.TarInfo(name)
             link.type, link.linkname = tarfile.SYMTYPE, target
             tar.addfile(link)
