@@ -1,0 +1,90 @@
+"""What DET, HET and HET-XL heads share: the linear classifier and the output modes.
+
+Every head maps pre-logits phi [B, D] to K classes and answers four questions (`mode`):
+  "locs"            [B, K]     deterministic logits / tau (no noise): for evaluation
+  "log_likelihood"  [B]        log p(y|x) of the MC predictive (needs `labels`); the loss is its
+                               negative mean
+  "probs"           [B, K]     MC-averaged predictive probabilities
+  "sample_probs"    [B, S, K]  each sample's predictive distribution (uncertainty metrics)
+Noise comes from the "noise" RNG stream: `head.apply(params, phi, labels, rngs={"noise": key})`.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hetclip.heads import likelihood, mc
+from hetclip.heads.partitioning import partitioned
+
+MODES = ("locs", "log_likelihood", "probs", "sample_probs")
+
+
+class Head(nn.Module):
+    """Base of the heads. Subclasses implement `noisy_logits` (or override the MC modes).
+
+    Attributes:
+      num_classes: K.
+      form: "softmax" (one label per example) or "sigmoid" (multi-label).
+      bias_init: initial classifier bias (-10 for sigmoid heads on 21k classes, as in the paper).
+      num_samples: S, Monte Carlo samples used when a call does not say.
+      max_chunk: samples drawn at once while streaming (memory ~ B * max_chunk * K).
+      dtype: compute dtype of the large matmuls (float32 or bfloat16); reductions stay float32.
+    """
+
+    num_classes: int
+    form: str = "softmax"
+    bias_init: float = 0.0
+    num_samples: int = 1000
+    max_chunk: int = 8
+    dtype: jnp.dtype = jnp.float32
+
+    def classifier(self, phi: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(W [D, K], b [K], locs = phi W + b [B, K])."""
+        kernel = self.param(
+            "kernel",
+            partitioned(nn.initializers.lecun_normal(), ("embed", "classes")),
+            (phi.shape[-1], self.num_classes),
+        )
+        bias = self.param(
+            "bias",
+            partitioned(nn.initializers.constant(self.bias_init), ("classes",)),
+            (self.num_classes,),
+        )
+        locs = jnp.dot(phi.astype(self.dtype), kernel.astype(self.dtype)).astype(jnp.float32)
+        return kernel, bias, locs + bias
+
+    def noisy_logits(self, phi: jax.Array):
+        """(logits_fn, params, tau): logits_fn(params, key, C) -> [B, C, K] noisy logits / tau."""
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(
+        self,
+        phi: jax.Array,
+        labels: jax.Array | None = None,
+        *,
+        mode: str = "log_likelihood",
+        num_samples: int | None = None,
+    ) -> jax.Array:
+        likelihood.check_form(self.form)
+        if mode not in MODES:
+            raise ValueError(f"Unknown head mode {mode!r}; use one of {MODES}.")
+        logits_fn, params, tau = self.noisy_logits(phi)
+        if mode == "locs":
+            return params["locs"] / tau
+        if self.is_initializing() and mode != "log_likelihood":
+            return params["locs"] / tau
+        samples = num_samples or self.num_samples
+        chunk = mc.chunk_size_for(samples, self.max_chunk)
+        key = self.make_rng("noise")
+        if mode == "log_likelihood":
+            if labels is None:
+                raise ValueError("mode='log_likelihood' needs labels.")
+            return likelihood.mc_log_likelihood(
+                self.form, logits_fn, params, labels, key, samples, chunk
+            )
+        if mode == "probs":
+            return likelihood.mc_probabilities(self.form, logits_fn, params, key, samples, chunk)
+        return likelihood.mc_sample_probabilities(self.form, logits_fn, params, key, samples, chunk)

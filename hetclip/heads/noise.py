@@ -1,0 +1,96 @@
+"""Low-rank-plus-diagonal Gaussian noise, the heteroscedastic part of HET and HET-XL.
+
+For an input phi(x) the noise in an M-dimensional space (logits for HET: M = K; pre-logits for
+HET-XL: M = D) is, in the parameter-efficient form of Collier et al. (2021, 2023):
+  eps_s = (J^T z_s) * v(x) + d(x) * e_s,   z_s ~ N(0, I_R), e_s ~ N(0, I_M)
+  Cov(eps | x) = diag(v) J^T J diag(v) + diag(d^2)
+with J [R, M] shared (homoscedastic), v(x) = Dense_M(phi) and d(x) = softplus(Dense_M(phi)) +
+min_scale. Two deliberate departures from the public JAX reference layer: e_s is drawn
+independently per dimension ([B, S, M], as in the paper and the TF layer; the JAX layer draws one
+scalar per sample and broadcasts it, which is just one more rank-1 factor), and J has no bias,
+so the noise is zero-mean.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hetclip.heads.partitioning import partitioned
+
+
+def sample_low_rank_noise(
+    key: jax.Array, factors: jax.Array, scale: jax.Array, diag: jax.Array, num_samples: int
+) -> jax.Array:
+    """eps [B, num_samples, M] from J = factors [R, M], v = scale [B, M], d = diag [B, M]."""
+    batch, dim = scale.shape
+    key_low_rank, key_diag = jax.random.split(key)
+    z = jax.random.normal(key_low_rank, (batch, num_samples, factors.shape[0]), scale.dtype)
+    e = jax.random.normal(key_diag, (batch, num_samples, dim), scale.dtype)
+    return jnp.einsum("bsr,rm->bsm", z, factors.astype(scale.dtype)) * scale[:, None] + (
+        diag[:, None] * e
+    )
+
+
+def noise_covariance(factors: jax.Array, scale: jax.Array, diag: jax.Array) -> jax.Array:
+    """Sigma(x) [B, M, M] = diag(v) J^T J diag(v) + diag(d^2) (for tests and diagnostics)."""
+    low_rank = scale[:, :, None] * (factors.T @ factors)[None] * scale[:, None, :]
+    return low_rank + jax.vmap(jnp.diag)(diag**2)
+
+
+class LowRankNoise(nn.Module):
+    """Predicts the noise parameters (J, v(x), d(x)) of an M-dimensional Gaussian from phi.
+
+    Attributes:
+      dim: M, the dimension the noise lives in.
+      num_factors: R, the rank of the input-dependent low-rank part.
+      min_scale: floor of the diagonal standard deviation d(x).
+      axis_name: logical axis name of the M dimension ("classes" for HET, "embed" for HET-XL).
+    """
+
+    dim: int
+    num_factors: int = 50
+    min_scale: float = 1e-3
+    axis_name: str = "embed"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, phi: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """phi [B, D_in] -> (J [R, M], v [B, M], d [B, M])."""
+        factors = self.param(
+            "factors",
+            partitioned(nn.initializers.normal(1.0 / self.num_factors**0.5), ("factors", None)),
+            (self.num_factors, self.dim),
+        )
+        dense = dict(
+            dtype=self.dtype,
+            kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", self.axis_name)),
+            bias_init=partitioned(nn.initializers.zeros, (self.axis_name,)),
+        )
+        scale = nn.Dense(self.dim, name="scale", **dense)(phi)
+        diag = nn.softplus(nn.Dense(self.dim, name="diag", **dense)(phi)) + self.min_scale
+        return factors, scale, diag
+
+
+def sample_keyed_noise(
+    key: jax.Array,
+    factors: jax.Array,
+    scale: jax.Array,
+    diag: jax.Array,
+    num_samples: int,
+    example_ids: jax.Array,
+) -> jax.Array:
+    """eps [B, num_samples, M] where example b's noise depends only on (key, example_ids[b]).
+
+    Contrastive losses use this so that every device of a mesh can regenerate the same noise for
+    any example of the global batch from the example's global index.
+    """
+
+    def one(example_id, example_scale, example_diag):
+        example_key = jax.random.fold_in(key, example_id)
+        return sample_low_rank_noise(
+            example_key, factors, example_scale[None], example_diag[None], num_samples
+        )[0]
+
+    return jax.vmap(one)(example_ids, scale, diag)

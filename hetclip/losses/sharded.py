@@ -1,0 +1,215 @@
+"""Contrastive losses sharded over the batch axes of a mesh: the "local loss" that scales.
+
+Each device holds B_l = B / N images and texts. It gathers the embeddings of the whole global
+batch (all_gather; its transpose in the backward pass is a reduce-scatter, so gradients reach
+the device that owns each example) and computes only its own blocks:
+  softmax: local images x all texts (image->text rows) and local texts x all images
+           (text->image rows), [B_l, B] each;
+  sigmoid: local images x all texts, [B_l, B]: every pair exactly once.
+Then the per-device sums are added (psum). Memory per device is O(B_l * B * C) whatever the
+number of MC samples S; values and gradients equal the single-device losses
+(tests/hetclip/losses/test_sharded.py checks this on 8 simulated devices).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
+
+from hetclip.heads import mc
+from hetclip.losses import contrastive
+from hetclip.losses.het_contrastive import (
+    IMAGE_SIDE,
+    TEXT_SIDE,
+    NoiseParams,
+    sigmoid_block_log_likelihood,
+    softmax_direction_log_probs,
+)
+
+
+def _axis_index(axes: tuple[str, ...]) -> jax.Array:
+    index = jnp.int32(0)
+    for axis in axes:
+        index = index * jax.lax.axis_size(axis) + jax.lax.axis_index(axis)
+    return index
+
+
+def _gather(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
+    return jax.lax.all_gather(x, axes, tiled=True)
+
+
+def _gather_noise(noise: NoiseParams | None, axes) -> NoiseParams | None:
+    if noise is None:
+        return None
+    return NoiseParams(noise.factors, _gather(noise.scale, axes), _gather(noise.diag, axes))
+
+
+def _specs(batch: P, noise: NoiseParams | None):
+    return None if noise is None else NoiseParams(P(), batch, batch)
+
+
+def _batch_axes(mesh: Mesh, batch_axes: Sequence[str]) -> tuple[str, ...]:
+    axes = tuple(a for a in batch_axes if a in mesh.axis_names)
+    if not axes:
+        raise ValueError(
+            f"None of the batch axes {tuple(batch_axes)} is in mesh {mesh.axis_names}."
+        )
+    return axes
+
+
+def sharded_clip_loss(
+    mesh: Mesh,
+    image: jax.Array,
+    text: jax.Array,
+    log_scale: jax.Array,
+    batch_axes: Sequence[str] = ("data", "fsdp"),
+) -> jax.Array:
+    """CLIP softmax loss of a batch sharded over `batch_axes`; equals contrastive.clip_loss."""
+    axes = _batch_axes(mesh, batch_axes)
+    batch = P(axes)
+
+    def local(image, text, log_scale):
+        offset = _axis_index(axes) * image.shape[0]
+        all_image, all_text = _gather(image, axes), _gather(text, axes)
+        image_to_text = contrastive.softmax_diagonal_log_probs(
+            contrastive.pairwise_logits(image, all_text, log_scale), offset
+        )
+        text_to_image = contrastive.softmax_diagonal_log_probs(
+            contrastive.pairwise_logits(text, all_image, log_scale), offset
+        )
+        total = jax.lax.psum(image_to_text.sum() + text_to_image.sum(), axes)
+        return -total / (2 * all_image.shape[0])
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(batch, batch, P()), out_specs=P())(
+        image, text, log_scale
+    )
+
+
+def sharded_siglip_loss(
+    mesh: Mesh,
+    image: jax.Array,
+    text: jax.Array,
+    log_scale: jax.Array,
+    bias: jax.Array,
+    batch_axes: Sequence[str] = ("data", "fsdp"),
+) -> jax.Array:
+    """SigLIP sigmoid loss of a sharded batch; equals contrastive.siglip_loss."""
+    axes = _batch_axes(mesh, batch_axes)
+    batch = P(axes)
+
+    def local(image, text, log_scale, bias):
+        offset = _axis_index(axes) * image.shape[0]
+        all_text = _gather(text, axes)
+        logits = contrastive.pairwise_logits(image, all_text, log_scale) + bias
+        total = jax.lax.psum(contrastive.sigmoid_pair_log_likelihood(logits, offset), axes)
+        return -total / all_text.shape[0]
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(batch, batch, P(), P()), out_specs=P())(
+        image, text, log_scale, bias
+    )
+
+
+def sharded_hetxl_clip_loss(
+    mesh: Mesh,
+    image: jax.Array,
+    text: jax.Array,
+    log_scale: jax.Array,
+    key: jax.Array,
+    *,
+    image_noise: NoiseParams | None,
+    text_noise: NoiseParams | None = None,
+    num_samples: int,
+    max_chunk: int = 8,
+    batch_axes: Sequence[str] = ("data", "fsdp"),
+) -> jax.Array:
+    """HET-XL softmax contrastive loss of a sharded batch; equals hetxl_clip_loss."""
+    axes = _batch_axes(mesh, batch_axes)
+    batch = P(axes)
+    chunk = mc.chunk_size_for(num_samples, max_chunk)
+
+    def local(image, text, log_scale, key, image_noise, text_noise):
+        local_size = image.shape[0]
+        offset = _axis_index(axes) * local_size
+        local_ids = offset + jnp.arange(local_size)
+        all_image, all_text = _gather(image, axes), _gather(text, axes)
+        all_ids = jnp.arange(all_image.shape[0])
+        common = dict(
+            log_scale=log_scale, key=key, offset=offset, num_samples=num_samples, chunk_size=chunk
+        )
+        image_to_text = softmax_direction_log_probs(
+            image,
+            all_text,
+            row_noise=image_noise,
+            col_noise=_gather_noise(text_noise, axes),
+            row_ids=local_ids,
+            col_ids=all_ids,
+            row_side=IMAGE_SIDE,
+            col_side=TEXT_SIDE,
+            **common,
+        )
+        text_to_image = softmax_direction_log_probs(
+            text,
+            all_image,
+            row_noise=text_noise,
+            col_noise=_gather_noise(image_noise, axes),
+            row_ids=local_ids,
+            col_ids=all_ids,
+            row_side=TEXT_SIDE,
+            col_side=IMAGE_SIDE,
+            **common,
+        )
+        total = jax.lax.psum(image_to_text.sum() + text_to_image.sum(), axes)
+        return -total / (2 * all_image.shape[0])
+
+    in_specs = (batch, batch, P(), P(), _specs(batch, image_noise), _specs(batch, text_noise))
+    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P())(
+        image, text, log_scale, key, image_noise, text_noise
+    )
+
+
+def sharded_hetxl_siglip_loss(
+    mesh: Mesh,
+    image: jax.Array,
+    text: jax.Array,
+    log_scale: jax.Array,
+    bias: jax.Array,
+    key: jax.Array,
+    *,
+    image_noise: NoiseParams | None,
+    text_noise: NoiseParams | None = None,
+    num_samples: int,
+    max_chunk: int = 8,
+    batch_axes: Sequence[str] = ("data", "fsdp"),
+) -> jax.Array:
+    """HET-XL sigmoid contrastive loss of a sharded batch; equals hetxl_siglip_loss."""
+    axes = _batch_axes(mesh, batch_axes)
+    batch = P(axes)
+    chunk = mc.chunk_size_for(num_samples, max_chunk)
+
+    def local(image, text, log_scale, bias, key, image_noise, text_noise):
+        offset = _axis_index(axes) * image.shape[0]
+        all_text = _gather(text, axes)
+        total = sigmoid_block_log_likelihood(
+            image,
+            all_text,
+            log_scale,
+            bias,
+            key,
+            row_noise=image_noise,
+            col_noise=_gather_noise(text_noise, axes),
+            row_ids=offset + jnp.arange(image.shape[0]),
+            col_ids=jnp.arange(all_text.shape[0]),
+            offset=offset,
+            num_samples=num_samples,
+            chunk_size=chunk,
+        )
+        return -jax.lax.psum(total, axes) / all_text.shape[0]
+
+    in_specs = (batch, batch, P(), P(), P(), _specs(batch, image_noise), _specs(batch, text_noise))
+    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P())(
+        image, text, log_scale, bias, key, image_noise, text_noise
+    )
