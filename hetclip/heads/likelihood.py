@@ -3,7 +3,8 @@
 With noisy logits u_s [B, K] (s = 1..S, already divided by the temperature):
   softmax:  log p(y|x) = log (1/S) sum_s softmax(u_s)_y                  (labels [B] int)
             soft labels q [B, K]: log (1/S) sum_s exp(sum_k q_k log softmax(u_s)_k)
-  sigmoid:  p_k = (1/S) sum_s sigmoid(u_sk);  log p(y|x) = sum_k y_k log p_k + (1 - y_k) log(1 - p_k)
+  sigmoid:  p_k = (1/S) sum_s sigmoid(u_sk);
+            log p(y|x) = sum_k y_k log p_k + (1 - y_k) log(1 - p_k)
             (multi-label, labels [B, K] in {0, 1} or soft)
 Training maximises these log-likelihoods of the MC average (HET-XL paper), NOT the softmax of
 averaged logits. Both are streamed over samples (hetclip.heads.mc); log p_k and log(1 - p_k) use
