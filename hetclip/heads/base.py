@@ -6,7 +6,8 @@ Every head maps pre-logits phi [B, D] to K classes and answers four questions (`
                                negative mean
   "probs"           [B, K]     MC-averaged predictive probabilities
   "sample_probs"    [B, S, K]  each sample's predictive distribution (uncertainty metrics)
-Noise comes from the "noise" RNG stream: `head.apply(params, phi, labels, rngs={"noise": key})`.
+Noise comes from the "noise" RNG stream: `head.apply(params, phi, labels, rngs={"noise": key})`
+(or from an explicit `key=`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,10 @@ class Head(nn.Module):
         *,
         mode: str = "log_likelihood",
         num_samples: int | None = None,
+        key: jax.Array | None = None,
     ) -> jax.Array:
+        """See the module docstring; `key` overrides the "noise" RNG stream (reproducible
+        noise, e.g. for reference tests)."""
         likelihood.check_form(self.form)
         if mode not in MODES:
             raise ValueError(f"Unknown head mode {mode!r}; use one of {MODES}.")
@@ -78,7 +82,7 @@ class Head(nn.Module):
             return params["locs"] / tau
         samples = num_samples or self.num_samples
         chunk = mc.chunk_size_for(samples, self.max_chunk)
-        key = self.make_rng("noise")
+        key = self.make_rng("noise") if key is None else key
         if mode == "log_likelihood":
             if labels is None:
                 raise ValueError("mode='log_likelihood' needs labels.")

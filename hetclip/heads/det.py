@@ -24,5 +24,6 @@ class DetHead(Head):
         _, _, locs = self.classifier(phi)
         return det_logits, {"locs": locs}, jnp.float32(1.0)
 
-    def __call__(self, phi, labels=None, *, mode="log_likelihood", num_samples=None):
-        return super().__call__(phi, labels, mode=mode, num_samples=1)
+    def __call__(self, phi, labels=None, *, mode="log_likelihood", num_samples=None, key=None):
+        key = jax.random.PRNGKey(0) if key is None else key  # unused: DET draws no noise
+        return super().__call__(phi, labels, mode=mode, num_samples=1, key=key)
