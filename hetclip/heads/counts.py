@@ -15,13 +15,8 @@ def head_parameter_count(kind: str, num_classes: int, dim: int, num_factors: int
     head = HEADS[kind](num_classes=num_classes, num_samples=1, **kwargs)
     phi = jax.ShapeDtypeStruct((1, dim), jnp.float32)
     labels = jax.ShapeDtypeStruct((1,), jnp.int32)
-    shapes = jax.eval_shape(
-        lambda p, l: head.init(
-            {"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}, p, l
-        ),
-        phi,
-        labels,
-    )
+    rngs = {"params": jax.random.PRNGKey(0), "noise": jax.random.PRNGKey(1)}
+    shapes = jax.eval_shape(lambda p, y: head.init(rngs, p, y), phi, labels)
     return sum(int(x.size) for x in jax.tree.leaves(nn.meta.unbox(shapes)))
 
 
