@@ -62,3 +62,45 @@ def global_batch(
         for key, value in local_batch.items()
         if np.asarray(value).dtype.kind in "biuf"
     }
+
+
+# Logical axis name -> mesh axis (or axes). Parameters carry logical names (see
+# hetclip.heads.partitioning); a name without a rule, or whose mesh axis the mesh lacks, is
+# replicated.
+DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("classes", "model"),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("vocab", "model"),
+    ("factors", None),
+)
+
+
+def _rules_for(mesh: Mesh, rules) -> tuple:
+    kept = []
+    for name, axes in rules:
+        if axes is None:
+            kept.append((name, None))
+            continue
+        axes = (axes,) if isinstance(axes, str) else tuple(axes)
+        present = tuple(a for a in axes if a in mesh.axis_names and mesh.shape[a] > 1)
+        kept.append((name, present[0] if len(present) == 1 else (present or None)))
+    return tuple(kept)
+
+
+def param_shardings(boxed_params, mesh: Mesh, rules=DEFAULT_RULES):
+    """NamedShardings for a params tree whose leaves carry logical axis names (flax boxes)."""
+    import flax.linen as nn
+
+    specs = nn.get_partition_spec(boxed_params)
+    return nn.logical_to_mesh_sharding(specs, mesh, _rules_for(mesh, rules))
+
+
+def place_params(boxed_params, mesh: Mesh, rules=DEFAULT_RULES):
+    """Unboxes `boxed_params` and puts each leaf on the mesh as its logical names say."""
+    import flax.linen as nn
+
+    shardings = param_shardings(boxed_params, mesh, rules)
+    return jax.device_put(nn.meta.unbox(boxed_params), shardings)

@@ -40,7 +40,7 @@ class HetXLHead(Head):
             phi.shape[-1],
             self.num_factors,
             self.min_scale,
-            axis_name="embed",
+            axis_name="noise_embed",
             dtype=self.dtype,
             name="noise",
         )(phi)

@@ -46,13 +46,14 @@ class LowRankNoise(nn.Module):
       dim: M, the dimension the noise lives in.
       num_factors: R, the rank of the input-dependent low-rank part.
       min_scale: floor of the diagonal standard deviation d(x).
-      axis_name: logical axis name of the M dimension ("classes" for HET, "embed" for HET-XL).
+      axis_name: logical axis name of the M dimension ("classes" for HET, "noise_embed" for
+        HET-XL: a D x D kernel cannot name "embed" twice).
     """
 
     dim: int
     num_factors: int = 50
     min_scale: float = 1e-3
-    axis_name: str = "embed"
+    axis_name: str = "noise_embed"
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact

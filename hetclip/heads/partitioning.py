@@ -1,6 +1,7 @@
 """Logical axis names on parameters, so sharding rules can place them on mesh axes.
 
-Names used by heads: "embed" (representation D), "classes" (K), "factors" (R).
+Names used by heads: "embed" (representation D), "classes" (K), "factors" (R), "noise_embed"
+(the output side of HET-XL's D x D noise layers).
 """
 
 from __future__ import annotations
