@@ -30,7 +30,9 @@ class Head(nn.Module):
       form: "softmax" (one label per example) or "sigmoid" (multi-label).
       bias_init: initial classifier bias (-10 for sigmoid heads on 21k classes, as in the paper).
       num_samples: S, Monte Carlo samples used when a call does not say.
-      max_chunk: samples drawn at once while streaming (memory ~ B * max_chunk * K).
+      max_chunk: at most this many samples are drawn at once while streaming.
+      chunk_elements: and at most this many chunk logits (B * C * K) exist at once; bigger
+        chunks make bigger, faster matmuls, smaller ones less memory (2**25 floats = 128 MB).
       dtype: compute dtype of the large matmuls (float32 or bfloat16); reductions stay float32.
     """
 
@@ -38,7 +40,8 @@ class Head(nn.Module):
     form: str = "softmax"
     bias_init: float = 0.0
     num_samples: int = 1000
-    max_chunk: int = 8
+    max_chunk: int = 64
+    chunk_elements: int = 2**25
     dtype: jnp.dtype = jnp.float32
 
     def classifier(self, phi: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -81,7 +84,10 @@ class Head(nn.Module):
         if self.is_initializing() and mode != "log_likelihood":
             return params["locs"] / tau
         samples = num_samples or self.num_samples
-        chunk = mc.chunk_size_for(samples, self.max_chunk)
+        per_sample = phi.shape[0] * self.num_classes
+        chunk = mc.chunk_size_for(
+            samples, max(1, min(self.max_chunk, self.chunk_elements // per_sample))
+        )
         key = self.make_rng("noise") if key is None else key
         if mode == "log_likelihood":
             if labels is None:

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
-from hetclip.heads import DetHead, HetHead, HetXLHead, mc
+from hetclip.heads import DetHead, HetHead, HetXLHead
 from hetclip.heads.counts import extra_parameters, head_parameter_count
 from hetclip.heads.noise import noise_covariance, sample_low_rank_noise
+from hetclip.heads.reference import materialised_log_likelihood, materialised_noisy_logits
 
 B, D, K, R = 3, 6, 5, 2
 PHI = jax.random.normal(jax.random.PRNGKey(0), (B, D))
@@ -29,38 +30,8 @@ def init(head, form):
     return nn.meta.unbox(params)
 
 
-# --- the reference: materialise all S samples, then average (what the paper writes down) ------
-
-
-def reference_noisy_logits(kind: str, params, phi, num_samples: int, chunk: int) -> jax.Array:
-    """[B, S, K] drawn with the streaming code's chunk keys, computed independently."""
-    p = params["params"]
-    locs = phi @ p["kernel"] + p["bias"]
-    noise = p["noise"]
-    scale = phi @ noise["scale"]["kernel"] + noise["scale"]["bias"]
-    diag = jax.nn.softplus(phi @ noise["diag"]["kernel"] + noise["diag"]["bias"]) + 1e-3
-    eps = jnp.concatenate(
-        [
-            sample_low_rank_noise(k, noise["factors"], scale, diag, chunk)
-            for k in mc.chunk_keys(NOISE_KEY, num_samples // chunk)
-        ],
-        axis=1,
-    )
-    if kind == "hetxl":
-        tau = 0.05 + 4.95 * jax.nn.sigmoid(p["temperature"]["pre_sigmoid"])
-        return (locs[:, None] + eps @ p["kernel"]) / tau
-    return locs[:, None] + eps  # HET, fixed temperature 1
-
-
-def reference_log_likelihood(form: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
-    num_samples = logits.shape[1]
-    if form == "softmax":
-        per_sample = jnp.take_along_axis(jax.nn.log_softmax(logits, -1), labels[:, None, None], -1)[
-            ..., 0
-        ]
-        return jax.nn.logsumexp(per_sample, axis=1) - jnp.log(num_samples)
-    probs = jax.nn.sigmoid(logits).mean(1)
-    return jnp.sum(labels * jnp.log(probs) + (1 - labels) * jnp.log1p(-probs), -1)
+def reference_noisy_logits(kind, params, phi, num_samples, chunk):
+    return materialised_noisy_logits(kind, params, phi, NOISE_KEY, num_samples, chunk)
 
 
 @pytest.mark.parametrize("form", ["softmax", "sigmoid"])
@@ -76,7 +47,7 @@ def test_streaming_equals_materialising_reference_in_value_and_gradient(kind, cl
 
     def materialised(params, phi):
         logits = reference_noisy_logits(kind, params, phi, num_samples, chunk)
-        return reference_log_likelihood(form, logits, labels).sum()
+        return materialised_log_likelihood(form, logits, labels).sum()
 
     value, grads = jax.value_and_grad(streamed, argnums=(0, 1))(params, PHI)
     ref_value, ref_grads = jax.value_and_grad(materialised, argnums=(0, 1))(params, PHI)
