@@ -6,7 +6,10 @@ the device that owns each example) and computes only its own blocks:
   softmax: local images x all texts (image->text rows) and local texts x all images
            (text->image rows), [B_l, B] each;
   sigmoid: local images x all texts, [B_l, B]: every pair exactly once.
-Then the per-device sums are added (psum). Memory per device is O(B_l * B * C) whatever the
+Then the per-device sums are added (psum). The sigmoid losses can instead pass the texts around a
+ring (`exchange="ring"`: N - 1 ppermute steps, one [B_l, B_l] block at a time), so no device
+ever holds the global batch's texts: memory O(B_l^2) instead of O(B_l * B), the chunked sigmoid
+loss big_vision and open_clip users ask for. Memory per device is O(B_l * B * C) whatever the
 number of MC samples S; values and gradients equal the single-device losses
 (tests/hetclip/losses/test_sharded.py checks this on 8 simulated devices).
 """
@@ -46,6 +49,35 @@ def _gather_noise(noise: NoiseParams | None, axes) -> NoiseParams | None:
     if noise is None:
         return None
     return NoiseParams(noise.factors, _gather(noise.scale, axes), _gather(noise.diag, axes))
+
+
+def _ring_sum(axes: tuple[str, ...], local_block, block_fn):
+    """sum_k block_fn(block_k, source_k) over the N blocks of the ring, starting with this
+    device's own block; block k comes from device (me + k) mod N via k neighbour exchanges."""
+    size = 1
+    for axis in axes:
+        size *= jax.lax.axis_size(axis)
+    me = _axis_index(axes)
+    total = block_fn(local_block, me)
+    if size == 1:
+        return total
+    shift = [(j, (j - 1) % size) for j in range(size)]  # device j sends its block to j - 1
+
+    def step(carry, k):
+        block, total = carry
+        block = jax.lax.ppermute(block, axes, perm=shift)
+        return (block, total + block_fn(block, (me + k) % size)), None
+
+    (_, total), _ = jax.lax.scan(step, (local_block, total), jnp.arange(1, size))
+    return total
+
+
+EXCHANGES = ("gather", "ring")
+
+
+def _check_exchange(exchange: str) -> None:
+    if exchange not in EXCHANGES:
+        raise ValueError(f"exchange must be one of {EXCHANGES}, got {exchange!r}.")
 
 
 def _specs(batch: P, noise: NoiseParams | None):
@@ -96,17 +128,29 @@ def sharded_siglip_loss(
     log_scale: jax.Array,
     bias: jax.Array,
     batch_axes: Sequence[str] = ("data", "fsdp"),
+    exchange: str = "gather",
 ) -> jax.Array:
-    """SigLIP sigmoid loss of a sharded batch; equals contrastive.siglip_loss."""
+    """SigLIP sigmoid loss of a sharded batch; equals contrastive.siglip_loss.
+
+    exchange: "gather" (all texts at once) or "ring" (one block of texts at a time)."""
     axes = _batch_axes(mesh, batch_axes)
     batch = P(axes)
+    _check_exchange(exchange)
 
     def local(image, text, log_scale, bias):
-        offset = _axis_index(axes) * image.shape[0]
-        all_text = _gather(text, axes)
-        logits = contrastive.pairwise_logits(image, all_text, log_scale) + bias
-        total = jax.lax.psum(contrastive.sigmoid_pair_log_likelihood(logits, offset), axes)
-        return -total / all_text.shape[0]
+        local_size = image.shape[0]
+        me = _axis_index(axes)
+
+        def block(texts, source):
+            logits = contrastive.pairwise_logits(image, texts, log_scale) + bias
+            return contrastive.sigmoid_pair_log_likelihood(logits, (me - source) * local_size)
+
+        if exchange == "ring":
+            total = _ring_sum(axes, text, block)
+        else:  # all texts as one block that starts at global index 0
+            total = block(_gather(text, axes), 0)
+        global_size = local_size * jax.lax.psum(1, axes)
+        return -jax.lax.psum(total, axes) / global_size
 
     return jax.shard_map(local, mesh=mesh, in_specs=(batch, batch, P(), P()), out_specs=P())(
         image, text, log_scale, bias
@@ -184,30 +228,49 @@ def sharded_hetxl_siglip_loss(
     num_samples: int,
     max_chunk: int = 8,
     batch_axes: Sequence[str] = ("data", "fsdp"),
+    exchange: str = "gather",
 ) -> jax.Array:
-    """HET-XL sigmoid contrastive loss of a sharded batch; equals hetxl_siglip_loss."""
+    """HET-XL sigmoid contrastive loss of a sharded batch; equals hetxl_siglip_loss.
+
+    exchange: "gather" (all texts at once) or "ring" (one block of texts at a time)."""
     axes = _batch_axes(mesh, batch_axes)
     batch = P(axes)
     chunk = mc.chunk_size_for(num_samples, max_chunk)
+    _check_exchange(exchange)
 
     def local(image, text, log_scale, bias, key, image_noise, text_noise):
-        offset = _axis_index(axes) * image.shape[0]
-        all_text = _gather(text, axes)
-        total = sigmoid_block_log_likelihood(
-            image,
-            all_text,
-            log_scale,
-            bias,
-            key,
-            row_noise=image_noise,
-            col_noise=_gather_noise(text_noise, axes),
-            row_ids=offset + jnp.arange(image.shape[0]),
-            col_ids=jnp.arange(all_text.shape[0]),
-            offset=offset,
-            num_samples=num_samples,
-            chunk_size=chunk,
-        )
-        return -jax.lax.psum(total, axes) / all_text.shape[0]
+        local_size = image.shape[0]
+        me = _axis_index(axes)
+
+        def block(texts_and_noise, source):
+            # Only per-example arrays travel the ring; the shared factors J stay put.
+            texts, noise = texts_and_noise
+            if noise is not None:
+                noise = NoiseParams(text_noise.factors, *noise)
+            return sigmoid_block_log_likelihood(
+                image,
+                texts,
+                log_scale,
+                bias,
+                key,
+                row_noise=image_noise,
+                col_noise=noise,
+                row_ids=me * local_size + jnp.arange(local_size),
+                col_ids=source * local_size + jnp.arange(texts.shape[0]),
+                offset=(me - source) * local_size,
+                num_samples=num_samples,
+                chunk_size=chunk,
+            )
+
+        per_example = None if text_noise is None else (text_noise.scale, text_noise.diag)
+        if exchange == "ring":
+            total = _ring_sum(axes, (text, per_example), block)
+        else:  # all texts as one block that starts at global index 0
+            total = block(
+                (_gather(text, axes), jax.tree.map(lambda x: _gather(x, axes), per_example)), 0
+            )
+        global_size = local_size * jax.lax.psum(1, axes)
+        return -jax.lax.psum(total, axes) / global_size
 
     in_specs = (batch, batch, P(), P(), P(), _specs(batch, image_noise), _specs(batch, text_noise))
     return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P())(

@@ -168,7 +168,39 @@ def test_sharded_hetxl_losses_equal_single_device(axes):
     )
 
 
+@pytest.mark.parametrize("axes", MESH_SHAPES, ids=["data8", "data4xfsdp2"])
+def test_ring_exchanged_sigmoid_losses_equal_single_device(axes):
+    mesh = make_mesh(axes)
+    _compare(
+        contrastive.siglip_loss,
+        lambda i, t, s, b: sharded.sharded_siglip_loss(mesh, i, t, s, b, exchange="ring"),
+        (IMAGE, TEXT, LOG_SCALE, BIAS),
+    )
+    _compare(
+        lambda i, t, s, b, n, m: hc.hetxl_siglip_loss(
+            i, t, s, b, NOISE_KEY, image_noise=n, text_noise=m, num_samples=16
+        ),
+        lambda i, t, s, b, n, m: sharded.sharded_hetxl_siglip_loss(
+            mesh,
+            i,
+            t,
+            s,
+            b,
+            NOISE_KEY,
+            image_noise=n,
+            text_noise=m,
+            num_samples=16,
+            exchange="ring",
+        ),
+        (IMAGE, TEXT, LOG_SCALE, BIAS, IMAGE_NOISE, TEXT_NOISE),
+    )
+
+
 def test_sharded_loss_rejects_a_mesh_without_batch_axes():
     mesh = make_mesh({"model": 8})
     with pytest.raises(ValueError, match="None of the batch axes"):
         sharded.sharded_clip_loss(mesh, IMAGE, TEXT, LOG_SCALE)
+    with pytest.raises(ValueError, match="exchange must be one of"):
+        sharded.sharded_siglip_loss(
+            make_mesh({"data": 8}), IMAGE, TEXT, LOG_SCALE, BIAS, exchange="broadcast"
+        )
