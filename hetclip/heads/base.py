@@ -79,9 +79,8 @@ class Head(nn.Module):
         if mode not in MODES:
             raise ValueError(f"Unknown head mode {mode!r}; use one of {MODES}.")
         logits_fn, params, tau = self.noisy_logits(phi)
-        if mode == "locs":
-            return params["locs"] / tau
-        if self.is_initializing() and mode != "log_likelihood":
+        if mode == "locs" or self.is_initializing():
+            # Initialisation only creates parameters: it needs no noise and skips the MC work.
             return params["locs"] / tau
         samples = num_samples or self.num_samples
         per_sample = phi.shape[0] * self.num_classes
