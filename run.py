@@ -5,7 +5,7 @@
   python3 run.py test   set up, run the whole test suite (what CI runs)
 
 Each command creates what it needs itself and is idempotent: the virtual environment in .venv is
-(re)installed only when pyproject.toml or requirements.lock changed, and prepared data sets in
+(re)installed only when pyproject.toml or a requirements file changed, and prepared data sets in
 ./data are reused. Only the standard library is used here because nothing else exists yet.
 """
 
@@ -30,7 +30,7 @@ def _venv_python() -> Path:
 
 def _install_fingerprint() -> str:
     digest = hashlib.sha256()
-    for name in ("pyproject.toml", "requirements.lock"):
+    for name in ("pyproject.toml", "requirements.lock", "requirements-nodeps.txt"):
         digest.update((ROOT / name).read_bytes())
     return digest.hexdigest()
 
@@ -54,6 +54,10 @@ def ensure_environment() -> Path:
     subprocess.run([*pip, "install", "-q", "--upgrade", "pip"], check=True)
     subprocess.run(
         [*pip, "install", "-q", "-c", str(ROOT / "requirements.lock"), "-e", f"{ROOT}[dev]"],
+        check=True,
+    )
+    subprocess.run(
+        [*pip, "install", "-q", "--no-deps", "-r", str(ROOT / "requirements-nodeps.txt")],
         check=True,
     )
     STAMP.write_text(fingerprint)

@@ -14,8 +14,9 @@ reset (/proc/self/clear_refs) and the first run's peak above the resident baseli
 parameters and compiled code) is reported next to XLA's own temp-buffer size
 (compiled.memory_analysis()). Time is
 the best of `--repeats` runs after the warm-up, reported as a ratio to DET at the same K and as
-the fraction of this machine's float32 matmul peak measured at the start of the same run
-(jit(jnp.dot) at 2048^3). FLOPs count the model's matmuls once (forward 2x, backward 4x the
+the fraction of this machine's float32 matmul peak measured in the same run (jit(jnp.dot) at
+2048^3, at the start and at the end; the higher of the two). FLOPs count the model's matmuls
+once (forward 2x, backward 4x the
 multiply-adds); the streamed heads' recomputation in the backward pass is NOT counted, so the
 fraction of peak is the honest one.
 """
@@ -232,6 +233,8 @@ def contrastive_configs(quick: bool, repeats: int) -> list[dict]:
     configs = []
     for batch in batches:
         for loss in ("clip", "siglip", "hetxl_clip", "hetxl_siglip"):
+            if loss.startswith("hetxl") and batch > 4096:
+                continue  # 8 simulated devices share this machine's 24 GB: 8k needs ~25 GB
             configs.append(
                 dict(
                     suite="contrastive",
@@ -246,9 +249,56 @@ def contrastive_configs(quick: bool, repeats: int) -> list[dict]:
     return configs
 
 
+def markdown(summary: dict) -> str:
+    """The results of a run (the --out JSON) as the tables of BENCHMARKS.md."""
+    lines = [
+        f"Run of {summary['date']} on {summary['machine']}, {summary['cores']} cores; float32 "
+        f"matmul peak measured in the run: {summary['matmul_peak_gflops']} GFLOP/s.\n",
+        "| form | K | S | head | time (s) | time / DET | fraction of peak | peak RSS (GB) "
+        "| XLA temp (GB) |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in summary["results"]:
+        if r.get("suite") != "heads":
+            continue
+        if "seconds" not in r:
+            lines.append(
+                f"| {r['form']} | {r['K']:,} | {r['S']} | {r['kind']} | {r['error']} | | | | |"
+            )
+            continue
+        lines.append(
+            f"| {r['form']} | {r['K']:,} | {r['S']} | {r['kind']} | {r['seconds']:.3f} | "
+            f"{r.get('time_over_det', '')} | {r['fraction_of_peak']:.2f} | "
+            f"{r['peak_rss_above_baseline_gb']:.2f} | {r['xla_temp_gb']:.2f} |"
+        )
+    lines += [
+        "",
+        "| loss | global batch | D | S | devices | time (s) | fraction of peak | peak RSS (GB) "
+        "| XLA temp per device (GB) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in summary["results"]:
+        if r.get("suite") != "contrastive":
+            continue
+        if "seconds" not in r:
+            lines.append(f"| {r['loss']} | {r['B']} | {r['D']} | {r['S']} | | {r['error']} | | | |")
+            continue
+        lines.append(
+            f"| {r['loss']} | {r['B']:,} | {r['D']} | {r['S']} | {r['devices']} | "
+            f"{r['seconds']:.3f} | {r['fraction_of_peak']:.2f} | "
+            f"{r['peak_rss_above_baseline_gb']:.2f} | {r['xla_temp_gb']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--markdown",
+        metavar="RESULTS_JSON",
+        help="print the tables of a finished run (its --out file) and exit",
+    )
     parser.add_argument("--suite", choices=["heads", "contrastive", "all"], default="all")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=2)
@@ -261,6 +311,10 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--out", help="also write the JSON results here")
     args = parser.parse_args()
+    if args.markdown:
+        with open(args.markdown) as f:
+            print(markdown(json.load(f)))
+        return
     if args.worker:
         config = json.loads(args.worker)
         worker = head_worker if config["suite"] == "heads" else contrastive_worker
@@ -286,6 +340,12 @@ def main() -> None:
             result["fraction_of_peak"] = round(result["gflop"] / result["seconds"] / peak, 3)
         results.append(result)
         print(json.dumps(result), flush=True)
+    # The peak itself is noisy on a shared machine: measure it again and keep the higher one,
+    # so the fractions of peak err on the low side.
+    peak = max(peak, matmul_peak_gflops())
+    for result in results:
+        if "seconds" in result:
+            result["fraction_of_peak"] = round(result["gflop"] / result["seconds"] / peak, 3)
     for result in results:  # time relative to DET at the same K and form
         det = next(
             (

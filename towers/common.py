@@ -1,0 +1,168 @@
+"""Transformer pieces shared by the ViT and the text transformer, in big_vision's layout.
+
+Parameter names follow big_vision (so .npz checkpoints load by name): Encoder1DBlock holds
+LayerNorm_0, MultiHeadDotProductAttention_0/{query,key,value,out}, LayerNorm_1,
+MlpBlock_0/{Dense_0,Dense_1}; the encoder stacks `encoderblock_{i}` (or one scanned
+`encoderblock` with a leading layer axis) and ends with `encoder_norm`. LayerNorm epsilon is
+1e-6 and GELU the tanh approximation (flax defaults), as in big_vision.
+Every parameter carries logical axis names: embed, mlp, heads, kv, layers (scan).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = jnp.dtype
+
+
+def logical(init: Callable, *names: str | None) -> Callable:
+    return nn.with_logical_partitioning(init, names)
+
+
+XAVIER = nn.initializers.xavier_uniform()
+
+
+class MlpBlock(nn.Module):
+    mlp_dim: int
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        """[B, N, D] -> [B, N, D]."""
+        width = x.shape[-1]
+        dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = nn.Dense(
+            self.mlp_dim,
+            kernel_init=logical(XAVIER, "embed", "mlp"),
+            bias_init=logical(nn.initializers.normal(1e-6), "mlp"),
+            **dense,
+        )(x)
+        x = nn.gelu(x)
+        x = nn.Dropout(self.dropout)(x, deterministic)
+        return nn.Dense(
+            width,
+            kernel_init=logical(XAVIER, "mlp", "embed"),
+            bias_init=logical(nn.initializers.normal(1e-6), "embed"),
+            **dense,
+        )(x)
+
+
+def attention(num_heads: int, dtype: Dtype, param_dtype: Dtype) -> nn.MultiHeadDotProductAttention:
+    return nn.MultiHeadDotProductAttention(
+        num_heads=num_heads,
+        kernel_init=logical(XAVIER, "embed", "heads", "kv"),
+        bias_init=logical(nn.initializers.zeros, "heads", "kv"),
+        out_kernel_init=logical(XAVIER, "heads", "kv", "embed"),
+        out_bias_init=logical(nn.initializers.zeros, "embed"),
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )
+
+
+def layer_norm(dtype: Dtype, param_dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
+    return nn.LayerNorm(
+        epsilon=1e-6,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        name=name,
+        scale_init=logical(nn.initializers.ones, "embed"),
+        bias_init=logical(nn.initializers.zeros, "embed"),
+    )
+
+
+class Encoder1DBlock(nn.Module):
+    """Pre-LN transformer block. Returns (x, None) so it can be used with nn.scan."""
+
+    mlp_dim: int
+    num_heads: int
+    dropout: float = 0.0
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True):
+        y = layer_norm(self.dtype, self.param_dtype)(x)
+        y = attention(self.num_heads, self.dtype, self.param_dtype)(y, y, deterministic=True)
+        y = nn.Dropout(self.dropout)(y, deterministic)
+        x = x + y
+        y = layer_norm(self.dtype, self.param_dtype)(x)
+        y = MlpBlock(self.mlp_dim, self.dropout, self.dtype, self.param_dtype)(y, deterministic)
+        y = nn.Dropout(self.dropout)(y, deterministic)
+        return x + y, None
+
+
+class Encoder(nn.Module):
+    """A stack of Encoder1DBlocks plus the final LayerNorm (`encoder_norm`).
+
+    Attributes:
+      scan: one `encoderblock` scanned over a leading layer axis (compiles once, for deep
+        models) instead of `encoderblock_{i}`; same outputs.
+      remat: recompute each block's activations in the backward pass (activation memory of one
+        block instead of all).
+    """
+
+    depth: int
+    mlp_dim: int
+    num_heads: int
+    dropout: float = 0.0
+    scan: bool = False
+    remat: bool = False
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        block = Encoder1DBlock
+        if self.remat:
+            block = nn.remat(block, prevent_cse=not self.scan, static_argnums=(2,))
+        settings = dict(
+            mlp_dim=self.mlp_dim,
+            num_heads=self.num_heads,
+            dropout=self.dropout,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+        )
+        if self.scan:
+            stack = nn.scan(
+                block,
+                variable_axes={"params": 0},
+                split_rngs={"params": True, "dropout": True},
+                in_axes=nn.broadcast,
+                length=self.depth,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )
+            x, _ = stack(name="encoderblock", **settings)(x, deterministic)
+        else:
+            for layer in range(self.depth):
+                x, _ = block(name=f"encoderblock_{layer}", **settings)(x, deterministic)
+        return layer_norm(self.dtype, self.param_dtype, name="encoder_norm")(x)
+
+
+class MAPHead(nn.Module):
+    """Multihead attention pooling: a learned probe attends over the tokens, then an MLP."""
+
+    num_heads: int
+    mlp_dim: int | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """[B, N, D] -> [B, D]."""
+        batch, _, width = x.shape
+        probe = self.param(
+            "probe", logical(XAVIER, None, None, "embed"), (1, 1, width), self.param_dtype
+        )
+        probe = jnp.tile(probe, (batch, 1, 1)).astype(self.dtype)
+        x = attention(self.num_heads, self.dtype, self.param_dtype)(probe, x)
+        y = layer_norm(self.dtype, self.param_dtype)(x)
+        x = x + MlpBlock(self.mlp_dim or 4 * width, dtype=self.dtype, param_dtype=self.param_dtype)(
+            y
+        )
+        return x[:, 0]
