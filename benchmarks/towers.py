@@ -13,15 +13,24 @@ Also writes docs/tower_parameters.md's table with --param-table.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+# This script's name would shadow the `towers` package: drop its folder from the import path.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 
-from heads import matmul_peak_gflops  # noqa: E402  (same peak measurement as the heads suite)
+
+def matmul_peak_gflops() -> float:
+    """The same peak measurement as benchmarks/heads.py (loaded from that file)."""
+    spec = importlib.util.spec_from_file_location("heads_benchmark", os.path.join(HERE, "heads.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.matmul_peak_gflops()
 
 
 def transformer_flops(tokens: int, width: int, depth: int, mlp: int) -> float:
