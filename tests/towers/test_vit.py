@@ -151,3 +151,31 @@ def test_text_transformer_pools_and_names():
     assert not np.allclose(model.apply(params, tokens.at[0, 0].set(9)), out)
     mean = model.clone(pool="mean").apply(params, tokens)
     assert not np.allclose(mean, out)
+
+
+def test_every_tower_parameter_has_logical_axis_names():
+    from towers.bert import BertConfig, BertTower
+
+    small_bert = BertTower(
+        BertConfig(
+            vocab_size=20,
+            hidden_size=24,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=48,
+            max_position_embeddings=16,
+        )
+    )
+    towers_and_inputs = [
+        (ViT(variant="mu/8", pool="map", num_classes=3), jnp.zeros((1, 16, 16, 3))),
+        (ViT(variant="mu/8", pool="tok", scan=True), jnp.zeros((1, 16, 16, 3))),
+        (TextTransformer(variant="mu", vocab_size=10, num_classes=4), jnp.zeros((1, 5), int)),
+        (small_bert, jnp.ones((1, 5), int)),
+    ]
+    for model, inputs in towers_and_inputs:
+        boxed = model.init(jax.random.PRNGKey(0), inputs)
+        leaves = jax.tree.leaves(boxed, is_leaf=lambda x: isinstance(x, nn.Partitioned))
+        unnamed = [x for x in leaves if not isinstance(x, nn.Partitioned)]
+        assert not unnamed, f"{type(model).__name__}: {len(unnamed)} parameters without names"
+        named = [x for x in leaves if isinstance(x, nn.Partitioned)]
+        assert all(len(x.names) == x.value.ndim for x in named)
