@@ -166,3 +166,28 @@ class MAPHead(nn.Module):
             y
         )
         return x[:, 0]
+
+
+def add_learned_positions(module: nn.Module, x: jax.Array, param_dtype: Dtype) -> jax.Array:
+    """x [B, N, D] + the module's `pos_embedding` [1, N, D] (normal, stddev 1/sqrt(D))."""
+    _, length, width = x.shape
+    pos = module.param(
+        "pos_embedding",
+        logical(nn.initializers.normal(stddev=1 / width**0.5), None, None, "embed"),
+        (1, length, width),
+        param_dtype,
+    )
+    return x + pos.astype(x.dtype)
+
+
+def projection_head(features: int, zero_init: bool, dtype: Dtype, param_dtype: Dtype) -> nn.Dense:
+    """The optional final projection, named `head` as in big_vision."""
+    init = nn.initializers.zeros if zero_init else XAVIER
+    return nn.Dense(
+        features,
+        name="head",
+        kernel_init=logical(init, "embed", None),
+        bias_init=logical(nn.initializers.zeros, None),
+        dtype=dtype,
+        param_dtype=param_dtype,
+    )

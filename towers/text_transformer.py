@@ -14,7 +14,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from towers.common import XAVIER, Dtype, Encoder, MAPHead, logical
+from towers.common import (
+    Dtype,
+    Encoder,
+    MAPHead,
+    add_learned_positions,
+    logical,
+    projection_head,
+)
 from towers.vit import VIT_SIZES
 
 TEXT_POOLS = ("last", "first", "mean", "max", "map")
@@ -57,14 +64,7 @@ class TextTransformer(nn.Module):
             param_dtype=self.param_dtype,
             embedding_init=logical(nn.initializers.normal(stddev=1.0), "vocab", "embed"),
         )(tokens)
-        _, length, width = x.shape
-        pos = self.param(
-            "pos_embedding",
-            logical(nn.initializers.normal(stddev=1 / width**0.5), None, None, "embed"),
-            (1, length, width),
-            self.param_dtype,
-        )
-        x = nn.Dropout(self.dropout)(x + pos.astype(self.dtype), not train)
+        x = nn.Dropout(self.dropout)(add_learned_positions(self, x, self.param_dtype), not train)
         x = Encoder(
             size.depth,
             size.mlp_dim,
@@ -87,12 +87,5 @@ class TextTransformer(nn.Module):
         else:
             x = MAPHead(size.num_heads, size.mlp_dim, self.dtype, self.param_dtype)(x)
         if self.num_classes:
-            x = nn.Dense(
-                self.num_classes,
-                name="head",
-                kernel_init=logical(XAVIER, "embed", None),
-                bias_init=logical(nn.initializers.zeros, None),
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-            )(x)
+            x = projection_head(self.num_classes, False, self.dtype, self.param_dtype)(x)
         return x.astype(jnp.float32)

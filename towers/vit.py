@@ -15,7 +15,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from towers.common import XAVIER, Dtype, Encoder, MAPHead, logical
+from towers.common import (
+    Dtype,
+    Encoder,
+    MAPHead,
+    add_learned_positions,
+    logical,
+    projection_head,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,13 +100,7 @@ class ViT(nn.Module):
         )(images.astype(self.dtype))
         batch, height, width, channels = x.shape
         x = x.reshape(batch, height * width, channels)
-        pos = self.param(
-            "pos_embedding",
-            logical(nn.initializers.normal(stddev=1 / channels**0.5), None, None, "embed"),
-            (1, height * width, channels),
-            self.param_dtype,
-        )
-        x = x + pos.astype(self.dtype)
+        x = add_learned_positions(self, x, self.param_dtype)
         if self.pool == "tok":
             cls = self.param(
                 "cls",
@@ -127,13 +128,7 @@ class ViT(nn.Module):
         else:
             x = x[:, 0]
         if self.num_classes:
-            init = nn.initializers.zeros if self.head_zero_init else XAVIER
-            x = nn.Dense(
-                self.num_classes,
-                name="head",
-                kernel_init=logical(init, "embed", None),
-                bias_init=logical(nn.initializers.zeros, None),
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
+            x = projection_head(
+                self.num_classes, self.head_zero_init, self.dtype, self.param_dtype
             )(x)
         return x.astype(jnp.float32)

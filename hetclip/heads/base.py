@@ -17,7 +17,9 @@ import jax
 import jax.numpy as jnp
 
 from hetclip.heads import likelihood, mc
+from hetclip.heads.noise import LowRankNoise
 from hetclip.heads.partitioning import partitioned
+from hetclip.heads.temperature import Temperature
 
 MODES = ("locs", "log_likelihood", "probs", "sample_probs")
 
@@ -97,3 +99,35 @@ class Head(nn.Module):
         if mode == "probs":
             return likelihood.mc_probabilities(self.form, logits_fn, params, key, samples, chunk)
         return likelihood.mc_sample_probabilities(self.form, logits_fn, params, key, samples, chunk)
+
+
+class HeteroscedasticHead(Head):
+    """What HET and HET-XL share: low-rank + diagonal noise and a temperature.
+
+    Attributes:
+      num_factors: R, rank of the low-rank part of the noise covariance.
+      temperature: the fixed tau, or unused when learned.
+      learn_temperature: learn tau in `temperature_bounds` (HET-XL) instead of fixing it (HET).
+      min_scale: floor of the diagonal noise standard deviation.
+    """
+
+    num_factors: int = 50
+    temperature: float = 1.0
+    learn_temperature: bool = False
+    temperature_bounds: tuple[float, float] = (0.05, 5.0)
+    min_scale: float = 1e-3
+
+    def noise_and_temperature(self, phi: jax.Array, dim: int, axis_name: str) -> dict:
+        """{"factors": J [R, dim], "scale": v [B, dim], "diag": d [B, dim], "temperature": tau}."""
+        factors, scale, diag = LowRankNoise(
+            dim,
+            self.num_factors,
+            self.min_scale,
+            axis_name=axis_name,
+            dtype=self.dtype,
+            name="noise",
+        )(phi)
+        tau = Temperature(
+            self.temperature, self.learn_temperature, self.temperature_bounds, name="temperature"
+        )()
+        return {"factors": factors, "scale": scale, "diag": diag, "temperature": tau}

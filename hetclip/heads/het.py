@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import jax
 
-from hetclip.heads.base import Head
-from hetclip.heads.noise import LowRankNoise, sample_low_rank_noise
-from hetclip.heads.temperature import Temperature
+from hetclip.heads.base import HeteroscedasticHead
+from hetclip.heads.noise import sample_low_rank_noise
 
 
 def het_logits(params, key: jax.Array, chunk_size: int) -> jax.Array:
@@ -21,31 +20,8 @@ def het_logits(params, key: jax.Array, chunk_size: int) -> jax.Array:
     return (params["locs"][:, None, :] + eps) / params["temperature"]
 
 
-class HetHead(Head):
-    num_factors: int = 50
-    temperature: float = 1.0
-    learn_temperature: bool = False
-    temperature_bounds: tuple[float, float] = (0.05, 5.0)
-    min_scale: float = 1e-3
-
+class HetHead(HeteroscedasticHead):
     def noisy_logits(self, phi):
         _, _, locs = self.classifier(phi)
-        factors, scale, diag = LowRankNoise(
-            self.num_classes,
-            self.num_factors,
-            self.min_scale,
-            axis_name="classes",
-            dtype=self.dtype,
-            name="noise",
-        )(phi)
-        tau = Temperature(
-            self.temperature, self.learn_temperature, self.temperature_bounds, name="temperature"
-        )()
-        params = {
-            "locs": locs,
-            "factors": factors,
-            "scale": scale,
-            "diag": diag,
-            "temperature": tau,
-        }
-        return het_logits, params, tau
+        params = {"locs": locs, **self.noise_and_temperature(phi, self.num_classes, "classes")}
+        return het_logits, params, params["temperature"]

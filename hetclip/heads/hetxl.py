@@ -14,9 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from hetclip.heads.base import Head
-from hetclip.heads.noise import LowRankNoise, sample_low_rank_noise
-from hetclip.heads.temperature import Temperature
+from hetclip.heads.base import HeteroscedasticHead
+from hetclip.heads.noise import sample_low_rank_noise
 
 
 def hetxl_logits(params, key: jax.Array, chunk_size: int) -> jax.Array:
@@ -27,32 +26,13 @@ def hetxl_logits(params, key: jax.Array, chunk_size: int) -> jax.Array:
     return (params["locs"][:, None, :] + noise_logits.astype(jnp.float32)) / params["temperature"]
 
 
-class HetXLHead(Head):
-    num_factors: int = 50
-    temperature: float = 1.0
+class HetXLHead(HeteroscedasticHead):
     learn_temperature: bool = True
-    temperature_bounds: tuple[float, float] = (0.05, 5.0)
-    min_scale: float = 1e-3
 
     def noisy_logits(self, phi):
         kernel, _, locs = self.classifier(phi)
-        factors, scale, diag = LowRankNoise(
-            phi.shape[-1],
-            self.num_factors,
-            self.min_scale,
-            axis_name="noise_embed",
-            dtype=self.dtype,
-            name="noise",
-        )(phi)
-        tau = Temperature(
-            self.temperature, self.learn_temperature, self.temperature_bounds, name="temperature"
-        )()
-        params = {
-            "locs": locs,
-            "kernel": kernel.astype(self.dtype),
-            "factors": factors,
-            "scale": scale,
-            "diag": diag,
-            "temperature": tau,
-        }
-        return hetxl_logits, params, tau
+        # The D x D noise layers name their output axis "noise_embed": "embed" twice in one
+        # kernel could not be sharded.
+        noise = self.noise_and_temperature(phi, phi.shape[-1], "noise_embed")
+        params = {"locs": locs, "kernel": kernel.astype(self.dtype), **noise}
+        return hetxl_logits, params, params["temperature"]
