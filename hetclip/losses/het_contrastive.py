@@ -20,6 +20,7 @@ At evaluation, embeddings are deterministic (no noise).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -84,11 +85,53 @@ def _symmetric_softmax_terms(params, aux, key, chunk_size):
     return jnp.stack([by_row.T, by_col.T])
 
 
-def _row_softmax_terms(params, aux, key, chunk_size):
+def matched_row_log_probs(
+    rows: jax.Array,
+    cols: jax.Array,
+    log_scale: jax.Array,
+    offset: int | jax.Array,
+    column_block: int | None = None,
+) -> jax.Array:
+    """[C, B_rows]: log softmax over columns at the match (row i <-> column i + offset) of the
+    worlds rows [B_r, C, D] x cols [B_c, C, D].
+
+    With `column_block`, the columns are visited in blocks of that size with a running
+    log-sum-exp (each block recomputed in the backward pass), so only [C, B_r, column_block]
+    logits exist at once instead of [C, B_r, B_c]: the softmax loss chunked over the batch.
+    """
+    matched = jnp.take(cols, jnp.arange(rows.shape[0]) + offset, axis=0)
+    positive = jnp.exp(log_scale) * jnp.einsum(
+        "rcd,rcd->cr", rows, matched, preferred_element_type=jnp.float32
+    )
+    if column_block is None or column_block >= cols.shape[0]:
+        return positive - jax.nn.logsumexp(world_logits(rows, cols, log_scale), axis=-1)
+    if cols.shape[0] % column_block:
+        raise ValueError(f"column_block {column_block} does not divide {cols.shape[0]} columns.")
+    blocks = cols.reshape(cols.shape[0] // column_block, column_block, *cols.shape[1:])
+
+    def block_stats(block):
+        logits = world_logits(rows, block, log_scale)
+        block_max = logits.max(-1)
+        return block_max, jnp.exp(logits - block_max[..., None]).sum(-1)
+
+    @jax.checkpoint
+    def body(carry, block):
+        running_max, running_sum = carry
+        block_max, block_sum = block_stats(block)
+        new_max = jnp.maximum(running_max, block_max)
+        running_sum = running_sum * jnp.exp(running_max - new_max) + block_sum * jnp.exp(
+            block_max - new_max
+        )
+        return (new_max, running_sum), None
+
+    (running_max, running_sum), _ = jax.lax.scan(body, block_stats(blocks[0]), blocks[1:])
+    return positive - (running_max + jnp.log(running_sum))
+
+
+def _row_softmax_terms(params, aux, key, chunk_size, column_block=None):
     """[B_rows, C]: log softmax over columns at the match (row i <-> column i + offset)."""
-    logits = world_logits(*_sides(params, aux, key, chunk_size), params["log_scale"])
-    rows = jnp.arange(logits.shape[1])
-    return jax.nn.log_softmax(logits, axis=-1)[:, rows, rows + aux["offset"]].T
+    rows, cols = _sides(params, aux, key, chunk_size)
+    return matched_row_log_probs(rows, cols, params["log_scale"], aux["offset"], column_block).T
 
 
 def _sigmoid_terms(params, aux, key, chunk_size):
@@ -125,13 +168,16 @@ def softmax_direction_log_probs(
     offset,
     num_samples,
     chunk_size,
+    column_block: int | None = None,
 ) -> jax.Array:
-    """[B_rows]: log (1/S) sum_s softmax(L_s[i, :])_{i + offset} for one block of the batch."""
+    """[B_rows]: log (1/S) sum_s softmax(L_s[i, :])_{i + offset} for one block of the batch
+    (columns visited `column_block` at a time when given)."""
     params, aux = _block(
         rows, cols, row_noise, col_noise, row_ids, col_ids, row_side, col_side, offset
     )
     params["log_scale"] = log_scale
-    return mc.log_mean_exp(_row_softmax_terms, params, aux, key, num_samples, chunk_size)
+    terms = functools.partial(_row_softmax_terms, column_block=column_block)
+    return mc.log_mean_exp(terms, params, aux, key, num_samples, chunk_size)
 
 
 def sigmoid_block_log_likelihood(

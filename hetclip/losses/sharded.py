@@ -29,6 +29,7 @@ from hetclip.losses.het_contrastive import (
     IMAGE_SIDE,
     TEXT_SIDE,
     NoiseParams,
+    matched_row_log_probs,
     sigmoid_block_log_likelihood,
     softmax_direction_log_probs,
 )
@@ -99,22 +100,26 @@ def sharded_clip_loss(
     text: jax.Array,
     log_scale: jax.Array,
     batch_axes: Sequence[str] = ("data", "fsdp"),
+    column_block: int | None = None,
 ) -> jax.Array:
-    """CLIP softmax loss of a batch sharded over `batch_axes`; equals contrastive.clip_loss."""
+    """CLIP softmax loss of a batch sharded over `batch_axes`; equals contrastive.clip_loss.
+
+    column_block: visit the gathered batch that many columns at a time (running
+    log-sum-exp), so a device holds [B_l, column_block] logits instead of [B_l, B]."""
     axes = _batch_axes(mesh, batch_axes)
     batch = P(axes)
 
     def local(image, text, log_scale):
         offset = _axis_index(axes) * image.shape[0]
         all_image, all_text = _gather(image, axes), _gather(text, axes)
-        image_to_text = contrastive.softmax_diagonal_log_probs(
-            contrastive.pairwise_logits(image, all_text, log_scale), offset
-        )
-        text_to_image = contrastive.softmax_diagonal_log_probs(
-            contrastive.pairwise_logits(text, all_image, log_scale), offset
-        )
-        total = jax.lax.psum(image_to_text.sum() + text_to_image.sum(), axes)
-        return -total / (2 * all_image.shape[0])
+
+        def direction(rows, cols):  # one "world": the deterministic embeddings
+            return matched_row_log_probs(
+                rows[:, None], cols[:, None], log_scale, offset, column_block
+            )[0]
+
+        total = direction(image, all_text).sum() + direction(text, all_image).sum()
+        return -jax.lax.psum(total, axes) / (2 * all_image.shape[0])
 
     return jax.shard_map(local, mesh=mesh, in_specs=(batch, batch, P()), out_specs=P())(
         image, text, log_scale
@@ -169,8 +174,11 @@ def sharded_hetxl_clip_loss(
     num_samples: int,
     max_chunk: int = 8,
     batch_axes: Sequence[str] = ("data", "fsdp"),
+    column_block: int | None = None,
 ) -> jax.Array:
-    """HET-XL softmax contrastive loss of a sharded batch; equals hetxl_clip_loss."""
+    """HET-XL softmax contrastive loss of a sharded batch; equals hetxl_clip_loss.
+
+    column_block: as in sharded_clip_loss; per device [C, B_l, column_block] logits at once."""
     axes = _batch_axes(mesh, batch_axes)
     batch = P(axes)
     chunk = mc.chunk_size_for(num_samples, max_chunk)
@@ -182,7 +190,12 @@ def sharded_hetxl_clip_loss(
         all_image, all_text = _gather(image, axes), _gather(text, axes)
         all_ids = jnp.arange(all_image.shape[0])
         common = dict(
-            log_scale=log_scale, key=key, offset=offset, num_samples=num_samples, chunk_size=chunk
+            log_scale=log_scale,
+            key=key,
+            offset=offset,
+            num_samples=num_samples,
+            chunk_size=chunk,
+            column_block=column_block,
         )
         image_to_text = softmax_direction_log_probs(
             image,

@@ -196,6 +196,24 @@ def test_ring_exchanged_sigmoid_losses_equal_single_device(axes):
     )
 
 
+def test_column_blocked_softmax_losses_equal_single_device():
+    mesh = make_mesh({"data": 4, "fsdp": 2})
+    _compare(
+        contrastive.clip_loss,
+        lambda i, t, s: sharded.sharded_clip_loss(mesh, i, t, s, column_block=4),
+        (IMAGE, TEXT, LOG_SCALE),
+    )
+    _compare(
+        lambda i, t, s, n: hc.hetxl_clip_loss(i, t, s, NOISE_KEY, image_noise=n, num_samples=16),
+        lambda i, t, s, n: sharded.sharded_hetxl_clip_loss(
+            mesh, i, t, s, NOISE_KEY, image_noise=n, num_samples=16, column_block=8
+        ),
+        (IMAGE, TEXT, LOG_SCALE, IMAGE_NOISE),
+    )
+    with pytest.raises(ValueError, match="does not divide"):
+        sharded.sharded_clip_loss(mesh, IMAGE, TEXT, LOG_SCALE, column_block=5)
+
+
 def test_sharded_loss_rejects_a_mesh_without_batch_axes():
     mesh = make_mesh({"model": 8})
     with pytest.raises(ValueError, match="None of the batch axes"):
