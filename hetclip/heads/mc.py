@@ -14,7 +14,7 @@ are drawn chunk by chunk (C at a time, chunk c seeded by fold_in(key, c)) inside
 (e.g. log softmax(u_s)[y]); `params` is a pytree of float arrays the terms depend on
 differentiably, `aux` a pytree of data they need without gradient (integer labels). Because
 chunk c always uses fold_in(key, c), the result equals a materialising computation that draws the
-same chunks and concatenates them (tests/hetclip/heads keep that reference).
+same chunks and concatenates them (hetclip/heads/reference.py, used by the tests).
 """
 
 from __future__ import annotations
