@@ -20,10 +20,9 @@ def imagetext_tree(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def prepared_imagetext(imagetext_tree, tmp_path_factory):
-    patch = pytest.MonkeyPatch()
-    patch.setattr(imagetext, "render_emoji", fake_render)  # inherited by forked workers
     out = tmp_path_factory.mktemp("data") / "imagetext"
     cache = tmp_path_factory.mktemp("cache")
-    imagetext.prepare(out, cache=cache, tree=imagetext_tree, max_side=16, vocab_size=60)
-    patch.undo()
+    imagetext.prepare(
+        out, cache=cache, tree=imagetext_tree, max_side=16, vocab_size=60, renderer=fake_render
+    )
     return out

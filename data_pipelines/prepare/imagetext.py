@@ -20,6 +20,7 @@ import collections
 import io
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,13 +240,17 @@ def render_emoji(text: str, font_path: str) -> bytes:
 
 
 class ImageLoader:
-    """Picklable loader: ("file", path) or ("emoji", text, font) -> normalised JPEG bytes."""
+    """Picklable loader: ("file", path) or ("emoji", text, font) -> normalised JPEG bytes.
 
-    def __init__(self, max_side: int):
+    `renderer(text, font_path) -> image bytes` draws emoji (a top-level function, so that worker
+    processes can unpickle it)."""
+
+    def __init__(self, max_side: int, renderer: Callable[[str, str], bytes] = render_emoji):
         self.max_side = max_side
+        self.renderer = renderer
 
     def __call__(self, load: tuple) -> bytes:
-        data = read_file(load[1]) if load[0] == "file" else render_emoji(load[1], load[2])
+        data = read_file(load[1]) if load[0] == "file" else self.renderer(load[1], load[2])
         return normalised_jpeg(data, max_side=self.max_side)[0]
 
 
@@ -302,6 +307,7 @@ def prepare(
     max_side: int = 160,
     vocab_size: int = 4000,
     limit_per_source: int | None = None,
+    renderer: Callable[[str, str], bytes] = render_emoji,
 ) -> Path:
     """Builds the data set into `out_dir` from the packages (or an unpacked `tree`)."""
     tree = tree or unpack_packages(cache)
@@ -317,7 +323,7 @@ def prepare(
         items = sorted(kept, key=lambda it: it["id"])
     if not items:
         raise FileNotFoundError(f"No captioned images found under {tree}.")
-    examples = load_images(items, ImageLoader(max_side), skips, label="prepare imagetext")
+    examples = load_images(items, ImageLoader(max_side, renderer), skips, label="prepare imagetext")
     splits = assign_splits(examples)
     for split in splits.values():
         for example in split:

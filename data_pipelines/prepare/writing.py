@@ -59,7 +59,8 @@ def load_images(
     progress = Progress(label, total=len(items))
     out: list[dict[str, Any]] = []
     jobs = [(loader, item["load"]) for item in items]
-    context = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
+    # spawn, not fork: forking a process that runs JAX or TF threads can deadlock the child.
+    context = multiprocessing.get_context("spawn")
     with context.Pool(processes) as pool:
         results = pool.imap(_load_one, jobs, chunksize=8)
         for item, (image, reason, detail) in zip(items, results, strict=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import json
@@ -111,7 +112,9 @@ def test_prepare_command_is_idempotent_and_keeps_old_data_on_failure(
         raise RuntimeError("disk full")
 
     monkeypatch.setattr("data_pipelines.prepare.writing.ShardWriter.close", explode)
-    monkeypatch.setattr(imagetext, "render_emoji", fake_render)
+    monkeypatch.setattr(
+        imagetext, "prepare", functools.partial(imagetext.prepare, renderer=fake_render)
+    )
     with pytest.raises(RuntimeError, match="disk full"):
         cli_main(
             [
