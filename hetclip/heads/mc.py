@@ -55,27 +55,41 @@ def _zero_cotangent(x: jax.Array):
     return np.zeros(x.shape, dtype=jax.dtypes.float0)
 
 
-def _forward(term_fn: TermFn, params, aux, key, num_samples: int, chunk_size: int) -> jax.Array:
-    keys = chunk_keys(key, _num_chunks(num_samples, chunk_size))
+def streaming_logsumexp(
+    values_fn: Callable[[jax.Array], jax.Array], xs: jax.Array, checkpoint: bool = False
+) -> jax.Array:
+    """[...]: log sum_x sum_j exp(values_fn(x)[..., j]) over the leading axis of `xs`, one x at
+    a time with a running max and a running sum (only one values_fn(x) is alive at once).
 
-    def chunk_stats(chunk_key):
-        terms = term_fn(params, aux, chunk_key, chunk_size)
-        chunk_max = terms.max(-1)
-        return chunk_max, jnp.exp(terms - chunk_max[..., None]).sum(-1)
+    With `checkpoint`, autodiff recomputes each values_fn(x) in the backward pass instead of
+    storing it. The first element seeds the carry: inside shard_map its values then carry the
+    right device-variance type, which a constant initial carry would not.
+    """
 
-    def body(carry, chunk_key):
+    def stats(x):
+        values = values_fn(x)
+        values_max = values.max(-1)
+        return values_max, jnp.exp(values - values_max[..., None]).sum(-1)
+
+    def body(carry, x):
         running_max, running_sum = carry
-        chunk_max, chunk_sum = chunk_stats(chunk_key)
+        chunk_max, chunk_sum = stats(x)
         new_max = jnp.maximum(running_max, chunk_max)
         running_sum = running_sum * jnp.exp(running_max - new_max) + chunk_sum * jnp.exp(
             chunk_max - new_max
         )
         return (new_max, running_sum), None
 
-    # The first chunk seeds the carry: inside shard_map its values then carry the right
-    # device-variance type, which a constant initial carry would not.
-    (running_max, running_sum), _ = jax.lax.scan(body, chunk_stats(keys[0]), keys[1:])
-    return running_max + jnp.log(running_sum) - jnp.log(float(num_samples))
+    if checkpoint:
+        body = jax.checkpoint(body)
+    (running_max, running_sum), _ = jax.lax.scan(body, stats(xs[0]), xs[1:])
+    return running_max + jnp.log(running_sum)
+
+
+def _forward(term_fn: TermFn, params, aux, key, num_samples: int, chunk_size: int) -> jax.Array:
+    keys = chunk_keys(key, _num_chunks(num_samples, chunk_size))
+    log_sum = streaming_logsumexp(lambda k: term_fn(params, aux, k, chunk_size), keys)
+    return log_sum - jnp.log(float(num_samples))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 4, 5))

@@ -109,23 +109,10 @@ def matched_row_log_probs(
         raise ValueError(f"column_block {column_block} does not divide {cols.shape[0]} columns.")
     blocks = cols.reshape(cols.shape[0] // column_block, column_block, *cols.shape[1:])
 
-    def block_stats(block):
-        logits = world_logits(rows, block, log_scale)
-        block_max = logits.max(-1)
-        return block_max, jnp.exp(logits - block_max[..., None]).sum(-1)
-
-    @jax.checkpoint
-    def body(carry, block):
-        running_max, running_sum = carry
-        block_max, block_sum = block_stats(block)
-        new_max = jnp.maximum(running_max, block_max)
-        running_sum = running_sum * jnp.exp(running_max - new_max) + block_sum * jnp.exp(
-            block_max - new_max
-        )
-        return (new_max, running_sum), None
-
-    (running_max, running_sum), _ = jax.lax.scan(body, block_stats(blocks[0]), blocks[1:])
-    return positive - (running_max + jnp.log(running_sum))
+    log_sum = mc.streaming_logsumexp(
+        lambda block: world_logits(rows, block, log_scale), blocks, checkpoint=True
+    )
+    return positive - log_sum
 
 
 def _row_softmax_terms(params, aux, key, chunk_size, column_block=None):
