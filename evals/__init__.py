@@ -1,4 +1,6 @@
-"""Evaluation suites (zero-shot, retrieval, probes, calibration, uncertainty): not built yet.
+"""Evaluation metrics and suites. Evals consume embeddings, logits and probabilities only.
 
-Evals will consume embeddings and logits only (no training code); see the open issue for evals.
+Built so far: calibration (ECE, NLL, Brier), uncertainty (total / data / knowledge, AUROC,
+prediction rejection ratio) and retrieval recall@k. Zero-shot classification, probes and the
+`hetclip eval` command are still to come.
 """
