@@ -156,7 +156,7 @@ class InputPipeline:
                 return source.read(position), True
             except SkipRecord as e:
                 source.skips.add(e.reason, f"record {position}: {e.detail}", key=position)
-        return self._placeholder(), False
+        return self._placeholder_record, False
 
     def _read_chunk_fn(self, order: RecordOrder | None, eval_size: int | None):
         """A numpy function [k] positions -> one [k] array per field (+ [k] validity flags).
@@ -204,9 +204,6 @@ class InputPipeline:
             except SkipRecord:
                 continue
         raise RuntimeError(f"No readable record in {self.source.describe()}.")
-
-    def _placeholder(self) -> dict[str, Any]:
-        return self._placeholder_record
 
     def _random_access_dataset(self, positions, order: RecordOrder | None, eval_size=None):
         import tensorflow as tf

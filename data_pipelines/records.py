@@ -53,13 +53,6 @@ class SkipCounter:
             if where and len(self._examples[reason]) < self._max_examples:
                 self._examples[reason].append(where)
 
-    def merge(self, other: SkipCounter) -> None:
-        for reason, count in other.counts.items():
-            with self._lock:
-                self._counts[reason] += count
-                room = self._max_examples - len(self._examples[reason])
-                self._examples[reason].extend(other.examples.get(reason, [])[: max(room, 0)])
-
     @property
     def counts(self) -> dict[str, int]:
         with self._lock:

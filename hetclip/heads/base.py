@@ -12,6 +12,8 @@ Noise comes from the "noise" RNG stream: `head.apply(params, phi, labels, rngs={
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -37,6 +39,9 @@ class Head(nn.Module):
         chunks make bigger, faster matmuls, smaller ones less memory (2**25 floats = 128 MB).
       dtype: compute dtype of the large matmuls (float32 or bfloat16); reductions stay float32.
     """
+
+    # Heads without noise (DET) are exact with one "sample" and need no noise RNG.
+    stochastic: ClassVar[bool] = True
 
     num_classes: int
     form: str = "softmax"
@@ -84,12 +89,13 @@ class Head(nn.Module):
         if mode == "locs" or self.is_initializing():
             # Initialisation only creates parameters: it needs no noise and skips the MC work.
             return params["locs"] / tau
-        samples = num_samples or self.num_samples
+        samples = (num_samples or self.num_samples) if self.stochastic else 1
         per_sample = phi.shape[0] * self.num_classes
         chunk = mc.chunk_size_for(
             samples, max(1, min(self.max_chunk, self.chunk_elements // per_sample))
         )
-        key = self.make_rng("noise") if key is None else key
+        if key is None:
+            key = self.make_rng("noise") if self.stochastic else jax.random.PRNGKey(0)
         if mode == "log_likelihood":
             if labels is None:
                 raise ValueError("mode='log_likelihood' needs labels.")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 
@@ -18,12 +20,9 @@ def det_logits(params, key: jax.Array, chunk_size: int) -> jax.Array:
 class DetHead(Head):
     """DET. Its MC modes are exact with S = 1, which is what they use whatever S is asked."""
 
+    stochastic: ClassVar[bool] = False
     num_samples: int = 1
 
     def noisy_logits(self, phi):
         _, _, locs = self.classifier(phi)
         return det_logits, {"locs": locs}, jnp.float32(1.0)
-
-    def __call__(self, phi, labels=None, *, mode="log_likelihood", num_samples=None, key=None):
-        key = jax.random.PRNGKey(0) if key is None else key  # unused: DET draws no noise
-        return super().__call__(phi, labels, mode=mode, num_samples=1, key=key)
