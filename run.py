@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """One-command entry points for a fresh machine that has nothing but Python 3.11+.
 
-  python3 run.py main   set up, prepare the embedded default data sets, run the main job
+  python3 run.py main   set up, prepare the embedded data, train and evaluate HET-XL CLIP, the
+                        CLIP baseline and LiT, write the report to docs/report/ (about 20 min)
   python3 run.py test   set up, run the whole test suite (what CI runs)
 
 Each command creates what it needs itself and is idempotent: the virtual environment in .venv is
@@ -71,14 +72,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def main_job(python: Path) -> int:
-    """The main job on the embedded default data: prepare the data sets, report what they hold."""
-    hetclip = [str(python), "-m", "hetclip.cli"]
-    for name in ("imagetext", "fashion_mnist"):
-        code = subprocess.run([*hetclip, "data", "prepare", "--name", name], env=_env()).returncode
-        if code:
-            return code
-    return subprocess.run([*hetclip, "data", "summary"], env=_env()).returncode
+def main_job(python: Path, extra: list[str]) -> int:
+    """The main job on the embedded default data: prepare it, train HET-XL CLIP, the CLIP
+    baseline and LiT, evaluate them and write docs/report/ (see hetclip/main_job.py)."""
+    prepare = [str(python), "-m", "hetclip.cli", "data", "prepare", "--name", "imagetext"]
+    code = subprocess.run(prepare, env=_env(), cwd=ROOT).returncode
+    if code:
+        return code
+    job = [str(python), "-m", "hetclip.main_job", "--command", "python3 run.py main", *extra]
+    return subprocess.run(job, env=_env(), cwd=ROOT).returncode
 
 
 def run_tests(python: Path, extra: list[str]) -> int:
@@ -93,7 +95,7 @@ def main(argv: list[str]) -> int:
         return 2
     python = ensure_environment()
     if argv[0] == "main":
-        return main_job(python)
+        return main_job(python, argv[1:])
     return run_tests(python, argv[1:])
 
 

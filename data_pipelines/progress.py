@@ -14,6 +14,7 @@ class Progress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.every_s = 0.2 if self.tty else every_s
         self.start = self._last = time.monotonic()
+        self.status = ""
 
     def _line(self) -> str:
         elapsed = time.monotonic() - self.start
@@ -22,10 +23,14 @@ class Progress:
         eta = ""
         if self.total and rate > 0:
             eta = f", ETA {max(self.total - self.count, 0) / rate:.0f}s"
-        return f"[{self.label}] {done} ({rate:.0f}/s, {elapsed:.0f}s{eta})"
+        status = f" {self.status}" if self.status else ""
+        return f"[{self.label}] {done}{status} ({rate:.1f}/s, {elapsed:.0f}s{eta})"
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, status: str | None = None) -> None:
+        """Counts n more done; `status` (e.g. "loss 1.23") replaces the line's status text."""
         self.count += n
+        if status is not None:
+            self.status = status
         now = time.monotonic()
         if now - self._last >= self.every_s:
             self._last = now

@@ -27,12 +27,12 @@ def retrieval_recall(
     similarity = text_embeddings @ image_embeddings.T  # [N_txt, N_img]
     # Rank of each caption's own image among all images (0 = best); ties count against it.
     own = similarity[np.arange(len(text_to_image)), text_to_image]
-    image_rank = (similarity > own[:, None]).sum(-1)
+    image_rank = (similarity >= own[:, None]).sum(-1) - 1  # minus the own image itself
     # For each image, the best rank of any of its captions among all captions.
     by_image = similarity.T  # [N_img, N_txt]
     owner = text_to_image[None, :] == np.arange(len(image_embeddings))[:, None]
     best_own = np.where(owner, by_image, -np.inf).max(-1)
-    text_rank = (np.where(owner, -np.inf, by_image) > best_own[:, None]).sum(-1)
+    text_rank = (np.where(owner, -np.inf, by_image) >= best_own[:, None]).sum(-1)
     has_caption = owner.any(-1)
     metrics = {}
     for k in ks:

@@ -5,6 +5,7 @@
   hetclip data inspect --config default.py     a few batches of a config's input pipeline
   hetclip data train-tokenizer --input F --out P   train a sentencepiece model on captions
   hetclip config show --config default.py      the resolved config
+  hetclip train --config default.py --workdir runs/x   train (resumes when runs/x has checkpoints)
 
 Every command that takes --config also takes overrides: --config.a.b=value (or --config.a.b value).
 """
@@ -168,6 +169,67 @@ def cmd_config_show(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+# --- train -------------------------------------------------------------------------------------
+
+
+def _init_distributed(args: argparse.Namespace) -> None:
+    """jax.distributed for multi-host runs; must come before any other JAX call."""
+    if args.num_processes is None:
+        return
+    import jax
+
+    # CPU collectives between processes (only used where the devices are CPUs). Asking which
+    # backend is present would start it, which must wait until after initialize().
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(
+        args.coordinator, num_processes=args.num_processes, process_id=args.process_id
+    )
+
+
+def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
+    import logging
+
+    _init_distributed(args)
+    from hetclip.train.evaluators import evaluator_from_config
+    from hetclip.train.loop import NonFiniteError, Stopped, train, write_summary
+
+    # Our own progress at INFO; libraries (orbax, absl) only when something is wrong.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("hetclip").setLevel(logging.INFO)
+    config = _load(args, overrides)
+    evaluate = evaluator_from_config(config, args.workdir)
+    try:
+        metrics = train(config, args.workdir, evaluate=evaluate)
+    except Stopped as stop:
+        print(f"[train] {stop}", file=sys.stderr)
+        return 128 + stop.signum
+    except NonFiniteError as error:
+        print(f"hetclip: error: {error}", file=sys.stderr)
+        return 3
+    path = write_summary(args.workdir, metrics)
+    print(f"[train] done: {json.dumps(metrics)} (also in {path})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
+    from hetclip.config import apply_overrides
+    from hetclip.eval_suites import run_suite
+
+    spec = args.config
+    if spec and overrides:
+        from hetclip.config import load_config
+
+        spec = apply_overrides(load_config(spec), overrides)
+    results = run_suite(
+        args.checkpoint, args.suite, args.out, config_spec=spec, model_name=args.model_name
+    )
+    for result in results:
+        shown = {k: round(v, 4) for k, v in result["metrics"].items()}
+        print(f"{result['dataset']} {result['task']}: {shown}")
+    print(f"[eval] wrote {len(results)} result files and results.md / results.csv to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_pipelines.prepare import DATASETS
 
@@ -221,6 +283,32 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--model-type", default="unigram", choices=["unigram", "bpe", "word", "char"])
     tok.add_argument("--lowercase", action="store_true", help="case-fold while normalising")
     tok.set_defaults(run=cmd_data_train_tokenizer)
+
+    train = commands.add_parser(
+        "train",
+        help="train a contrastive or supervised model",
+        description="Trains what the config describes. Rerunning with the same --workdir resumes "
+        "from its last checkpoint exactly. SIGTERM / Ctrl-C save a checkpoint before exiting.",
+    )
+    train.add_argument("--config", default="default.py", help=CONFIG_HELP)
+    train.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, tensorboard/")
+    train.add_argument("--coordinator", default="localhost:12355", help="multi-host: host:port")
+    train.add_argument("--num-processes", type=int, help="multi-host: number of processes")
+    train.add_argument("--process-id", type=int, default=0, help="multi-host: this process")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate a checkpoint on a suite (CLIP_benchmark-style JSON)",
+        description="Zero-shot classification and retrieval of a checkpoint: a training work "
+        "directory, its checkpoints folder, or a big_vision .npz (then --config names the model).",
+    )
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--suite", default="imagetext")
+    evaluate.add_argument("--config", help=CONFIG_HELP + " (default: the run's config.json)")
+    evaluate.add_argument("--out", required=True, help="folder for the result files")
+    evaluate.add_argument("--model-name", default="", help="the 'model' field of the results")
+    evaluate.set_defaults(run=cmd_eval)
 
     config = commands.add_parser("config", help="show resolved configs")
     config_commands = config.add_subparsers(dest="config_command", required=True)

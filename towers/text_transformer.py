@@ -10,6 +10,8 @@ EOS (data_pipelines.tokenizers, eos="sticky", pad_value=EOS).
 
 from __future__ import annotations
 
+import dataclasses
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -35,12 +37,18 @@ class TextTransformer(nn.Module):
       vocab_size: rows of the token embedding.
       num_classes: size of the `head` projection (None: none).
       pool: "last" (big_vision's default), "first", "mean", "max" or "map".
+      width, depth, mlp_dim, num_heads: override the variant's sizes (e.g. open_clip's 6-layer
+        width-256 text tower: variant "Ti", width=256, depth=6, mlp_dim=1024, num_heads=4).
     """
 
     variant: str = "B"
     vocab_size: int = 32_000
     num_classes: int | None = None
     pool: str = "last"
+    width: int | None = None
+    depth: int | None = None
+    mlp_dim: int | None = None
+    num_heads: int | None = None
     dropout: float = 0.0
     scan: bool = False
     remat: bool = False
@@ -55,7 +63,14 @@ class TextTransformer(nn.Module):
             raise ValueError(
                 f"Unknown text variant {self.variant!r}; use one of {sorted(VIT_SIZES)}."
             )
-        size = VIT_SIZES[self.variant]
+        size = dataclasses.replace(
+            VIT_SIZES[self.variant],
+            **{
+                name: value
+                for name in ("width", "depth", "mlp_dim", "num_heads")
+                if (value := getattr(self, name)) is not None
+            },
+        )
         x = nn.Embed(
             self.vocab_size,
             size.width,

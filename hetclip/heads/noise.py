@@ -13,6 +13,8 @@ so the noise is zero-mean.
 
 from __future__ import annotations
 
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -48,12 +50,16 @@ class LowRankNoise(nn.Module):
       min_scale: floor of the diagonal standard deviation d(x).
       axis_name: logical axis name of the M dimension ("classes" for HET, "noise_embed" for
         HET-XL: a D x D kernel cannot name "embed" twice).
+      init_std: per-dimension standard deviation of the noise at initialisation (None: the
+        plain initialisers, about 0.7 per dimension). Contrastive models add the noise to unit-
+        norm embeddings, where that would drown the signal, so they start it small.
     """
 
     dim: int
     num_factors: int = 50
     min_scale: float = 1e-3
     axis_name: str = "noise_embed"
+    init_std: float | None = None
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -64,13 +70,21 @@ class LowRankNoise(nn.Module):
             partitioned(nn.initializers.normal(1.0 / self.num_factors**0.5), ("factors", None)),
             (self.num_factors, self.dim),
         )
+        kernel_init, diag_bias = nn.initializers.lecun_normal(), 0.0
+        if self.init_std is not None:
+            # Both parts start at about init_std / 2 per dimension for unit-norm phi.
+            kernel_init = nn.initializers.normal(self.init_std / 2)
+            target = max(self.init_std / 2 - self.min_scale, 1e-6)
+            diag_bias = math.log(math.expm1(target))  # softplus^-1
         dense = dict(
             dtype=self.dtype,
-            kernel_init=partitioned(nn.initializers.lecun_normal(), ("embed", self.axis_name)),
-            bias_init=partitioned(nn.initializers.zeros, (self.axis_name,)),
+            kernel_init=partitioned(kernel_init, ("embed", self.axis_name)),
         )
-        scale = nn.Dense(self.dim, name="scale", **dense)(phi)
-        diag = nn.softplus(nn.Dense(self.dim, name="diag", **dense)(phi)) + self.min_scale
+        zeros = partitioned(nn.initializers.zeros, (self.axis_name,))
+        scale = nn.Dense(self.dim, name="scale", bias_init=zeros, **dense)(phi)
+        diag_init = partitioned(nn.initializers.constant(diag_bias), (self.axis_name,))
+        diag = nn.Dense(self.dim, name="diag", bias_init=diag_init, **dense)(phi)
+        diag = nn.softplus(diag) + self.min_scale
         return factors, scale, diag
 
 

@@ -29,3 +29,15 @@ def test_duplicate_captions_do_not_count_against_their_own_image():
     assert metrics["text_retrieval_recall@1"] == 1.0
     with pytest.raises(ValueError, match="one image index per caption"):
         retrieval_recall(images, texts, np.array([0, 1]))
+
+
+def test_ties_with_other_items_count_against_the_query():
+    """Identical captions of DIFFERENT images (or identical images) cannot both be found first:
+    a tie is a miss at k=1, not a hit for everyone (the pessimistic, honest ranking)."""
+    images = np.array([[1.0, 0.0], [1.0, 0.0]])
+    texts = np.array([[1.0, 0.0], [1.0, 0.0]])
+    metrics = retrieval_recall(images, texts, np.array([0, 1]), ks=(1, 2))
+    assert metrics["image_retrieval_recall@1"] == 0.0
+    assert metrics["text_retrieval_recall@1"] == 0.0
+    assert metrics["image_retrieval_recall@2"] == 1.0
+    assert metrics["text_retrieval_recall@2"] == 1.0

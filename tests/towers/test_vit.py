@@ -153,6 +153,22 @@ def test_text_transformer_pools_and_names():
     assert not np.allclose(mean, out)
 
 
+def test_text_transformer_sizes_can_be_overridden():
+    """open_clip's small text tower: width 256, 6 layers, MLP 1024, 4 heads, context 32."""
+    model = TextTransformer(
+        variant="Ti", vocab_size=32_000, width=256, depth=6, mlp_dim=1024, num_heads=4
+    )
+    shapes = flatten_shapes(
+        jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.ones((1, 32), int))["params"]
+    )
+    assert shapes["Embed_0/embedding"] == (32_000, 256)
+    assert shapes["Encoder_0/encoderblock_5/MlpBlock_0/Dense_0/kernel"] == (256, 1024)
+    assert not any("encoderblock_6" in k for k in shapes)
+    per_layer = 4 * (256 * 256 + 256) + 2 * 256 * 1024 + 1024 + 256 + 4 * 256
+    total = sum(int(np.prod(s)) for s in shapes.values())
+    assert total == 32_000 * 256 + 32 * 256 + 6 * per_layer + 2 * 256
+
+
 def test_every_tower_parameter_has_logical_axis_names():
     from towers.bert import BertConfig, BertTower
 

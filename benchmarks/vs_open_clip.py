@@ -1,0 +1,219 @@
+"""hetclip vs open_clip: full CLIP training steps of the same architecture, timed alternately.
+
+  python -m venv /tmp/bench && /tmp/bench/bin/pip install torch==2.13.0 open_clip_torch
+  python benchmarks/vs_open_clip.py --torch-python /tmp/bench/bin/python [--rounds 2]
+
+torch and open_clip live in a separate, benchmark-only environment (never a dependency of
+hetclip). This script runs the JAX side itself and drives a worker process in that environment
+(this same file with --worker); each round times a few steps of open_clip, then of hetclip, so
+machine noise hits both alike. A step is forward, CLIP loss, backward and AdamW on both sides,
+on synthetic batches, 2 threads for torch. FLOPs are XLA's count of hetclip's compiled step
+(the architectures match layer for layer; open_clip's text tower is causal, which changes no
+FLOP count), and MFU is against the float32 matmul peak measured at the start of the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# name: (open_clip model config, hetclip overrides of default.py, image size, context, batch)
+SETUPS = {
+    "ViT w192 d12 p8 @64px + text w256 d6, batch 256": (
+        {
+            "embed_dim": 256,
+            "vision_cfg": {
+                "image_size": 64,
+                "layers": 12,
+                "width": 192,
+                "patch_size": 8,
+                "head_width": 64,
+            },
+            "text_cfg": {
+                "context_length": 32,
+                "vocab_size": 32000,
+                "width": 256,
+                "heads": 4,
+                "layers": 6,
+            },
+        },
+        {
+            "model.image.variant": "Ti/8",
+            "model.image.pool": "tok",
+            "model.embed_dim": 256,
+            "model.text.variant": "Ti",
+            "model.text.width": 256,
+            "model.text.depth": 6,
+            "model.text.mlp_dim": 1024,
+            "model.text.num_heads": 4,
+            "model.text.vocab_size": 32000,
+        },
+        64,
+        32,
+        256,
+    ),
+    "ViT-S/16 @224px + text w384 d12, batch 64": (
+        {
+            "embed_dim": 384,
+            "vision_cfg": {
+                "image_size": 224,
+                "layers": 12,
+                "width": 384,
+                "patch_size": 16,
+                "head_width": 64,
+            },
+            "text_cfg": {
+                "context_length": 32,
+                "vocab_size": 32000,
+                "width": 384,
+                "heads": 6,
+                "layers": 12,
+            },
+        },
+        {
+            "model.image.variant": "S/16",
+            "model.image.pool": "tok",
+            "model.embed_dim": 384,
+            "model.text.variant": "S",
+            "model.text.vocab_size": 32000,
+        },
+        224,
+        32,
+        64,
+    ),
+}
+
+
+# --- torch worker (runs in the benchmark venv; imports no JAX) ----------------------------------
+
+
+def worker(name: str) -> None:
+    import types
+
+    # The registry's torchvision wheel does not match the CPU torch build on disk; open_clip
+    # needs torchvision only for image transforms, which a step on tensors never uses. Skip
+    # torchvision's detection-op registrations (the part that fails) instead of the package.
+    sys.modules.setdefault(
+        "torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations")
+    )
+    import open_clip
+    import torch
+
+    torch.set_num_threads(2)
+    model_config, _, size, context, batch = SETUPS[name]
+    model = open_clip.model.CLIP(**model_config)
+    loss_fn = open_clip.ClipLoss()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+    images = torch.rand(batch, 3, size, size) * 2 - 1
+    texts = torch.randint(1, 32000, (batch, context))
+    params = sum(p.numel() for p in model.parameters())
+
+    def step():
+        out = model(images, texts)
+        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()
+    print(
+        json.dumps(
+            {
+                "ready": True,
+                "params": params,
+                "version": open_clip.__version__,
+                "torch": torch.__version__,
+            }
+        ),
+        flush=True,
+    )
+    for line in sys.stdin:
+        times = []
+        for _ in range(int(line)):
+            start = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - start)
+        print(json.dumps({"best_s": min(times)}), flush=True)
+
+
+# --- JAX side -------------------------------------------------------------------------------
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--torch-python", required=True, help="python of the torch venv")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per round and side")
+    parser.add_argument("--only", help="run only setups whose name contains this")
+    parser.add_argument("--out", default=os.path.join(HERE, "results", "vs_open_clip.json"))
+    args = parser.parse_args()
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+    import jax
+    import numpy as np
+
+    train_step = _load("train_step")
+    peak = train_step.matmul_peak_gflops()
+    print(f"matmul peak (float32): {peak:.0f} GFLOP/s", flush=True)
+    rows = []
+    for name, (_, overrides, size, context, batch) in SETUPS.items():
+        if args.only and args.only not in name:
+            continue
+        spec = f"default.py:hetxl=False,res={size},batch={batch}"
+        step, state, inputs, flops, _ = train_step.build_step(spec, overrides, size, context)
+        params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+        torch_worker = subprocess.Popen(
+            [args.torch_python, os.path.abspath(__file__), "--worker", name],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        info = json.loads(torch_worker.stdout.readline())
+        ours, theirs = float("inf"), float("inf")
+        for _ in range(args.rounds):
+            torch_worker.stdin.write(f"{args.steps}\n")
+            torch_worker.stdin.flush()
+            theirs = min(theirs, json.loads(torch_worker.stdout.readline())["best_s"])
+            state, seconds = train_step.time_steps(step, state, inputs, args.steps)
+            ours = min(ours, seconds)
+        torch_worker.stdin.close()
+        torch_worker.wait()
+        row = {
+            "setup": name,
+            "batch": batch,
+            "hetclip_params": params,
+            "open_clip_params": info["params"],
+            "hetclip_step_s": ours,
+            "open_clip_step_s": theirs,
+            "hetclip_images_per_s": batch / ours,
+            "open_clip_images_per_s": batch / theirs,
+            "speedup": theirs / ours,
+            "gflop_per_step": flops / 1e9,
+            "hetclip_mfu": flops / ours / (peak * 1e9),
+            "open_clip_mfu": flops / theirs / (peak * 1e9),
+            "open_clip_version": info["version"],
+            "torch_version": info["torch"],
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    train_step.write_result(args.out, peak, rows)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
+        worker(sys.argv[2])
+    else:
+        main()

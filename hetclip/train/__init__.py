@@ -1,0 +1,1 @@
+"""The trainer: one loop for contrastive and supervised runs (see hetclip.train.loop)."""
