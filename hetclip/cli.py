@@ -230,6 +230,18 @@ def cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, overrides: list[str]) -> int:
+    from hetclip.train.checkpoint import read_checkpoint
+    from towers.checkpoints import save_npz
+
+    path = Path(args.checkpoint)
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    state = read_checkpoint(folder, args.step)
+    out = save_npz(args.out, state["params"])
+    print(f"[export] step {int(state['step'])} of {folder} -> {out} (big_vision layout)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from data_pipelines.prepare import DATASETS
 
@@ -309,6 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", required=True, help="folder for the result files")
     evaluate.add_argument("--model-name", default="", help="the 'model' field of the results")
     evaluate.set_defaults(run=cmd_eval)
+
+    export = commands.add_parser(
+        "export", help="write a checkpoint's parameters as a big_vision-layout .npz"
+    )
+    export.add_argument("--checkpoint", required=True, help="work directory or checkpoints/")
+    export.add_argument("--step", type=int, help="default: the latest")
+    export.add_argument("--out", required=True, help="the .npz to write")
+    export.set_defaults(run=cmd_export)
 
     config = commands.add_parser("config", help="show resolved configs")
     config_commands = config.add_subparsers(dest="config_command", required=True)

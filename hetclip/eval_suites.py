@@ -9,7 +9,8 @@ text_retrieval_recall@k) plus ours (ece, nll), and results.md / results.csv gath
 
 Suites (dataset name -> task):
   imagetext   the embedded set: zero-shot on held-out categories and on the test split's
-              categories, retrieval on the test split
+              categories, retrieval on the test split, a ridge linear probe and 5-shot
+              (fitted on train embeddings) scored on the test split
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ SUITES: dict[str, dict[str, dict[str, Any]]] = {
         "imagetext_heldout": {"kind": "zeroshot", "split": "heldout"},
         "imagetext_test": {"kind": "zeroshot", "split": "test"},
         "imagetext_test_retrieval": {"kind": "retrieval", "split": "test"},
+        "imagetext_test_probe": {"kind": "linear_probe", "train_split": "train", "split": "test"},
     },
 }
-TASKS = {"zeroshot": "zeroshot_classification", "retrieval": "zeroshot_retrieval"}
+TASKS = {
+    "zeroshot": "zeroshot_classification",
+    "retrieval": "zeroshot_retrieval",
+    "linear_probe": "linear_probe",
+}
 
 
 def load_model_params(checkpoint: str | Path, config) -> dict:
@@ -90,7 +96,7 @@ def run_suite(
         raise ValueError(f"Unknown suite {suite!r}; available: {sorted(SUITES)}.")
     from hetclip.models import build_model
     from hetclip.sharding import make_mesh
-    from hetclip.train.evaluators import TwoTowerEmbedder, retrieval, zero_shot
+    from hetclip.train.evaluators import RUNNERS, TwoTowerEmbedder
 
     config = config_for(checkpoint, config_spec)
     if config.model.kind != "two_towers":
@@ -101,7 +107,7 @@ def run_suite(
     out_dir.mkdir(parents=True, exist_ok=True)
     results = []
     for dataset, spec in SUITES[suite].items():
-        run = zero_shot if spec["kind"] == "zeroshot" else retrieval
+        run = RUNNERS[spec["kind"]]
         log(f"[eval] {dataset} ({TASKS[spec['kind']]})")
         metrics = run(embedder, params, spec, out_dir / f"{dataset}_outputs.npz")
         result = {

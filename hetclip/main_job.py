@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 # (display name, work directory name, config file, extra config arguments)
@@ -51,9 +50,7 @@ def run_one(name: str, config, workdir: Path) -> dict:
         print(f"[main] {name}: already trained in {workdir} (delete it to retrain)", flush=True)
         return json.loads(final.read_text())
     print(f"[main] training {name} for {config.total_steps} steps in {workdir}", flush=True)
-    start = time.monotonic()
     metrics = train(config, workdir, evaluate=evaluator_from_config(config, workdir))
-    metrics["train_seconds"] = time.monotonic() - start
     write_summary(workdir, metrics)
     return metrics
 

@@ -49,6 +49,17 @@ def chance_row(run_dir: Path) -> dict[str, float]:
     return row
 
 
+def training_rate(run_dir: Path) -> float:
+    """Median examples/s over the logged intervals (the first includes compilation; a
+    resumed run's intervals are all of the same kind)."""
+    rates = [
+        m["examples_per_s"]
+        for m in read_metrics(run_dir / "metrics.jsonl")
+        if "examples_per_s" in m
+    ]
+    return float(np.median(rates[1:] if len(rates) > 1 else rates)) if rates else float("nan")
+
+
 def _cell(value) -> str:
     return "" if value is None else f"{value:.3f}"
 
@@ -80,13 +91,13 @@ def write_report(
         "Retrieval is on the `test` split (one caption per image). Embeddings at evaluation are "
         "deterministic (no HET-XL noise).",
         "",
-        "| model | " + " | ".join(c for c, _ in COLUMNS) + " | train time |",
+        "| model | " + " | ".join(c for c, _ in COLUMNS) + " | training examples/s |",
         "| --- | " + " | ".join("---:" for _ in COLUMNS) + " | ---: |",
     ]
-    for name, _ in runs:
+    for name, run_dir in runs:
         final = finals[name]
         cells = " | ".join(_cell(final.get(key)) for _, key in COLUMNS)
-        lines.append(f"| {name} | {cells} | {final.get('train_seconds', 0) / 60:.1f} min |")
+        lines.append(f"| {name} | {cells} | {training_rate(run_dir):.0f} |")
     cells = " | ".join(_cell(chance.get(key)) for _, key in COLUMNS)
     lines.append(f"| chance | {cells} | |")
     curves = training_curves(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import difflib
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from data_pipelines.records import SkipCounter
@@ -95,3 +95,38 @@ def make_source(spec: Mapping[str, Any]) -> RandomAccessSource | StreamingSource
         return factory(**spec)
     except TypeError as e:
         raise ValueError(f"Bad arguments for data source {factory.__name__}: {e}") from None
+
+
+class SharedDescriptors:
+    """Read-only file descriptors opened on first use, one per file, shared by every reader
+    thread (os.pread never moves a file offset, so sharing is thread-safe), closed when the
+    owner is garbage-collected. Per-thread descriptors leaked one per tf.data thread per source
+    and exhausted the process's descriptors over long jobs."""
+
+    def __init__(self, owner: object, paths: Sequence[str]):
+        import threading
+        import weakref
+
+        self.paths = list(paths)
+        self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
+        weakref.finalize(owner, SharedDescriptors._close_all, self._fds)
+
+    @staticmethod
+    def _close_all(fds: dict[int, int]) -> None:
+        import os
+
+        for fd in fds.values():
+            os.close(fd)
+        fds.clear()
+
+    def pread(self, file_number: int, length: int, offset: int) -> bytes:
+        import os
+
+        fd = self._fds.get(file_number)
+        if fd is None:
+            with self._lock:
+                fd = self._fds.get(file_number)
+                if fd is None:
+                    fd = self._fds[file_number] = os.open(self.paths[file_number], os.O_RDONLY)
+        return os.pread(fd, length, offset)

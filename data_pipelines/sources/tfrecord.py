@@ -13,7 +13,6 @@ import glob
 import json
 import os
 import struct
-import threading
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 
 from data_pipelines.paths import data_dir
 from data_pipelines.records import SkipCounter, SkipRecord
-from data_pipelines.sources.base import RandomAccessSource
+from data_pipelines.sources.base import RandomAccessSource, SharedDescriptors
 
 _HEADER = 12  # uint64 length + uint32 masked crc32c of the length
 _FOOTER = 4  # uint32 masked crc32c of the payload
@@ -199,23 +198,15 @@ class TFRecordSource(RandomAccessSource):
             [np.full(len(ix), i, dtype=np.int32) for i, ix in enumerate(indices)]
         )
         self._index = np.concatenate(indices) if indices else np.zeros((0, 3), np.int64)
-        self._local = threading.local()
+        self._files = SharedDescriptors(self, self.files)
 
     def __len__(self) -> int:
         return len(self._index)
 
-    def _fd(self, file_number: int) -> int:
-        fds = getattr(self._local, "fds", None)
-        if fds is None:
-            fds = self._local.fds = {}
-        if file_number not in fds:
-            fds[file_number] = os.open(self.files[file_number], os.O_RDONLY)
-        return fds[file_number]
-
     def read(self, index: int) -> dict[str, Any]:
         offset, length, crc = (int(v) for v in self._index[index])
         file_number = int(self._file_of[index])
-        payload = os.pread(self._fd(file_number), length, offset)
+        payload = self._files.pread(file_number, length, offset)
         where = f"{self.files[file_number]}@{offset}"
         if len(payload) != length:
             raise SkipRecord(REASON_SHORT, where)

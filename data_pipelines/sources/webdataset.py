@@ -15,13 +15,12 @@ import json
 import os
 import re
 import tarfile
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 from data_pipelines.images import DEFAULT_MAX_PIXELS
 from data_pipelines.records import SkipRecord
-from data_pipelines.sources.base import RandomAccessSource
+from data_pipelines.sources.base import RandomAccessSource, SharedDescriptors
 from data_pipelines.sources.common import (
     IMAGE_EXTENSIONS,
     ImageChecks,
@@ -75,7 +74,7 @@ class WebDatasetSource(RandomAccessSource):
             self._index_shard(shard_number, path)
         self.check = ImageChecks(max_pixels, full_decode)
         self.require_caption = require_caption
-        self._local = threading.local()
+        self._files = SharedDescriptors(self, self.shards)
 
     def _index_shard(self, shard_number: int, path: str) -> None:
         members: dict[str, dict[str, tuple[int, int]]] = {}
@@ -102,12 +101,7 @@ class WebDatasetSource(RandomAccessSource):
         return len(self.samples)
 
     def _read_member(self, shard_number: int, offset: int, size: int) -> bytes:
-        fds = getattr(self._local, "fds", None)
-        if fds is None:
-            fds = self._local.fds = {}
-        if shard_number not in fds:
-            fds[shard_number] = os.open(self.shards[shard_number], os.O_RDONLY)
-        data = os.pread(fds[shard_number], size, offset)
+        data = self._files.pread(shard_number, size, offset)
         if len(data) != size:
             raise SkipRecord(REASON_SHORT_MEMBER, f"{self.shards[shard_number]}@{offset}")
         return data

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-EVAL_KINDS = ("zeroshot", "retrieval")
+EVAL_KINDS = ("zeroshot", "retrieval", "linear_probe")
 DEFAULT_TEMPLATES = ("{c}", "a picture of {c}.", "a drawing of {c}.", "an icon of {c}.")
 
 
@@ -108,11 +108,8 @@ def _split_categories(config, split: str) -> list[str]:
     return manifest["categories"][split]
 
 
-def zero_shot(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], out: Path | None):
-    from evals.zeroshot import class_embeddings, zero_shot_logits, zero_shot_metrics
-
-    categories = _split_categories(embedder.config, spec["split"])
-    names = sorted({display_name(c) for c in categories})
+def _labeller(names: list[str]) -> Callable[[dict], np.ndarray]:
+    """Eval-batch -> [B] index of each example's category display name in `names`."""
     index = {name: i for i, name in enumerate(names)}
 
     def labels_of(local: dict) -> np.ndarray:
@@ -124,7 +121,15 @@ def zero_shot(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], out: 
             np.int32,
         )
 
-    zimg, _, labels = embedder.split(params, spec["split"], labels_of)
+    return labels_of
+
+
+def zero_shot(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], out: Path | None):
+    from evals.zeroshot import class_embeddings, zero_shot_logits, zero_shot_metrics
+
+    categories = _split_categories(embedder.config, spec["split"])
+    names = sorted({display_name(c) for c in categories})
+    zimg, _, labels = embedder.split(params, spec["split"], _labeller(names))
     classes = class_embeddings(
         lambda prompts: embedder.texts(params, prompts),
         names,
@@ -134,6 +139,47 @@ def zero_shot(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], out: 
     if out is not None:
         np.savez(out, logits=logits, labels=labels, class_names=np.asarray(names))
     return zero_shot_metrics(logits, labels)
+
+
+def linear_probe(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], out: Path | None):
+    """Ridge linear probe and 5-shot on image embeddings: fit on `train_split` (regulariser
+    chosen on a carve-out of it), score on `split`'s examples of the categories both share."""
+    from evals.probes import few_shot, ridge_probe
+
+    train_split, split = spec.get("train_split", "train"), spec["split"]
+    names = sorted(
+        {display_name(c) for c in _split_categories(embedder.config, train_split)}
+        | {display_name(c) for c in _split_categories(embedder.config, split)}
+    )
+    train_x, _, train_y = embedder.split(params, train_split, _labeller(names))
+    test_x, _, test_y = embedder.split(params, split, _labeller(names))
+    seen = np.isin(test_y, train_y)
+    metrics: dict[str, float] = {"lp_num_test": float(seen.sum())}
+    if not seen.any():  # no test example of a category the probe was trained on
+        return metrics
+    metrics.update(
+        ridge_probe(train_x, train_y, test_x[seen], test_y[seen], num_classes=len(names))
+    )
+    counts = np.bincount(train_y, minlength=len(names))
+    shots = int(spec.get("shots", 5))
+    eligible = np.flatnonzero(counts >= shots)
+    keep_train, keep_test = np.isin(train_y, eligible), np.isin(test_y, eligible)
+    if len(eligible) >= 2:  # few-shot needs two classes with `shots` training examples
+        remap = np.full(len(names), -1)
+        remap[eligible] = np.arange(len(eligible))
+        metrics.update(
+            few_shot(
+                train_x[keep_train],
+                remap[train_y[keep_train]],
+                test_x[keep_test],
+                remap[test_y[keep_test]],
+                shots=shots,
+                num_classes=len(eligible),
+            )
+        )
+    if out is not None:
+        np.savez(out, train_x=train_x, train_y=train_y, test_x=test_x, test_y=test_y)
+    return metrics
 
 
 def retrieval(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], out: Path | None):
@@ -171,10 +217,13 @@ def evaluator_from_config(config, workdir: str | Path, mesh=None):
         out_dir.mkdir(parents=True, exist_ok=True)
         metrics = {}
         for name, spec in specs.items():
-            run = zero_shot if spec["kind"] == "zeroshot" else retrieval
+            run = RUNNERS[spec["kind"]]
             saved = out_dir / f"{name}.npz" if jax.process_index() == 0 else None
             for key, value in run(state["embedder"], params, spec, saved).items():
                 metrics[f"{name}/{key}"] = float(value)
         return metrics
 
     return evaluate
+
+
+RUNNERS = {"zeroshot": zero_shot, "retrieval": retrieval, "linear_probe": linear_probe}

@@ -234,3 +234,29 @@ def test_tfds_source_missing_data_set_says_how_to_build_it(tmp_path):
     )
     with pytest.raises(FileNotFoundError, match="tfds build mnist"):
         source.dataset(process_index=0, process_count=1, seed=0, shuffle=False)
+
+
+def test_reader_threads_share_one_descriptor_per_file_and_it_closes_with_the_source(tmp_path):
+    import gc
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from data_pipelines.sources.tfrecord import TFRecordSource
+
+    records = [
+        example_to_bytes({"id": f"r{i}", "image": b"x", "texts": ["t"], "label": i})
+        for i in range(40)
+    ]
+    path = write_indexed_tfrecord(tmp_path / "r.tfrecord", records)
+
+    def open_count() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = open_count()
+    source = TFRecordSource(str(path))
+    with ThreadPoolExecutor(8) as pool:  # 8 reader threads, as tf.data would use
+        assert len(list(pool.map(source.read, range(40)))) == 40
+    assert open_count() - before == 1
+    del source
+    gc.collect()
+    assert open_count() == before

@@ -15,7 +15,7 @@ def test_console_entry_point_help_lists_the_commands():
         text=True,
         check=True,
     ).stdout
-    for command in ("data", "config"):
+    for command in ("data", "config", "train", "eval", "export"):
         assert command in out
     data_help = subprocess.run(
         [sys.executable, "-m", "hetclip.cli", "data", "--help"],

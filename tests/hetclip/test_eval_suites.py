@@ -9,7 +9,7 @@ from hetclip.cli import main
 from hetclip.config import load_config
 from hetclip.train.checkpoint import read_checkpoint
 from hetclip.train.loop import train
-from towers.checkpoints import save_npz
+from towers.checkpoints import load_params
 
 SPEC = "default.py:size=mu,res=16,batch=8,steps=2"
 
@@ -22,8 +22,10 @@ def test_eval_of_a_run_and_of_its_big_vision_export(
     config.eval_every = 0
     train(config, tmp_path / "run")
     assert main(["eval", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "a")]) == 0
-    params = read_checkpoint(tmp_path / "run" / "checkpoints")["params"]
-    save_npz(tmp_path / "model.npz", params)
+    npz = str(tmp_path / "model.npz")
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", npz]) == 0
+    exported = load_params(npz, read_checkpoint(tmp_path / "run" / "checkpoints")["params"])
+    assert set(exported) == {"img", "txt", "t", "img_noise"}
     assert (
         main(
             [
@@ -43,6 +45,7 @@ def test_eval_of_a_run_and_of_its_big_vision_export(
     files = sorted(p.name for p in (tmp_path / "b").glob("*.json"))
     assert files == [
         "imagetext_heldout_zeroshot_classification.json",
+        "imagetext_test_probe_linear_probe.json",
         "imagetext_test_retrieval_zeroshot_retrieval.json",
         "imagetext_test_zeroshot_classification.json",
     ]
@@ -55,7 +58,11 @@ def test_eval_of_a_run_and_of_its_big_vision_export(
             assert b["metrics"][key] == pytest.approx(value, abs=1e-6)
     zeroshot = json.loads((tmp_path / "b" / files[0]).read_text())["metrics"]
     assert {"acc1", "acc5", "mean_per_class_recall", "ece", "nll"} <= set(zeroshot)
-    retrieval = json.loads((tmp_path / "b" / files[1]).read_text())["metrics"]
+    probe = json.loads((tmp_path / "b" / files[1]).read_text())["metrics"]
+    # The planted set is tiny: the probe reports how many test examples it could score.
+    assert probe["lp_num_test"] >= 0
+    assert ("lp_acc1" in probe) == (probe["lp_num_test"] > 0)
+    retrieval = json.loads((tmp_path / "b" / files[2]).read_text())["metrics"]
     assert "image_retrieval_recall@5" in retrieval and "text_retrieval_recall@5" in retrieval
     assert "| imagetext_heldout | zeroshot_classification | acc1 |" in (
         (tmp_path / "b" / "results.md").read_text()
