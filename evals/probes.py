@@ -147,6 +147,8 @@ def few_shot(
     """{"fewshot_{shots}_acc1", ..._std}: ridge probe on `shots` examples per class, averaged
     over seeds; the regulariser is chosen by leave-out within the sampled shots."""
     train_x, train_y = np.asarray(train_x), np.asarray(train_y)
+    if len(test_y) == 0:
+        raise ValueError("few_shot needs at least one test example.")
     k = num_classes or int(max(train_y.max(), np.max(test_y)) + 1)
     scores = []
     for seed in seeds:

@@ -164,7 +164,8 @@ def linear_probe(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], ou
     shots = int(spec.get("shots", 5))
     eligible = np.flatnonzero(counts >= shots)
     keep_train, keep_test = np.isin(train_y, eligible), np.isin(test_y, eligible)
-    if len(eligible) >= 2:  # few-shot needs two classes with `shots` training examples
+    # Few-shot needs two classes with `shots` training examples, and test examples of them.
+    if len(eligible) >= 2 and keep_test.any():
         remap = np.full(len(names), -1)
         remap[eligible] = np.arange(len(eligible))
         metrics.update(
