@@ -210,11 +210,14 @@ def run_config(config: dict, timeout: int) -> dict:
     return {**config, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
-def head_configs(quick: bool, repeats: int) -> list[dict]:
+def head_configs(
+    quick: bool, repeats: int, classes: list[int] | None = None, samples: list[int] | None = None
+) -> list[dict]:
     if quick:
         grid = dict(B=8, D=64, Ks=(1000,), Ss=(1, 16), R=8)
     else:
         grid = dict(B=32, D=1024, Ks=(1_000, 21_843, 29_593), Ss=(1, 16, 128, 1000), R=50)
+    grid["Ks"], grid["Ss"] = classes or grid["Ks"], samples or grid["Ss"]
     configs = []
     for classes in grid["Ks"]:
         base = dict(
@@ -335,6 +338,8 @@ def main() -> None:
         default=12.0,
         help="skip materialising runs estimated to need more (24 GB machine)",
     )
+    parser.add_argument("--classes", type=int, nargs="+", help="only these K (heads suite)")
+    parser.add_argument("--samples", type=int, nargs="+", help="only these S (heads suite)")
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--out", help="also write the JSON results here")
     args = parser.parse_args()
@@ -352,7 +357,7 @@ def main() -> None:
     print(f"# float32 matmul peak (jit(jnp.dot), 2048^3): {peak:.1f} GFLOP/s", flush=True)
     configs = []
     if args.suite in ("heads", "all"):
-        configs += head_configs(args.quick, args.repeats)
+        configs += head_configs(args.quick, args.repeats, args.classes, args.samples)
     if args.suite in ("contrastive", "all"):
         configs += contrastive_configs(args.quick, args.repeats)
     results = []

@@ -34,6 +34,39 @@ TEXT_SEPARATOR = "\x1f"
 SEPARATOR_BYTES = TEXT_SEPARATOR.encode()
 
 
+class InputError(RuntimeError):
+    """Reading the input failed with an error that is not a skippable record (e.g. the
+    machine ran out of file descriptors); the message carries the reader's error."""
+
+
+# How long a failed pipeline gets to cancel the reads in flight. Python shutting down while
+# tf.data's threads still run Python readers deadlocks (the process never exits), so the error
+# is raised only once the iterator is gone and its threads have wound down.
+WIND_DOWN_S = 1.0
+
+
+def numpy_batches(dataset) -> Iterator[dict[str, np.ndarray]]:
+    """Iterates a tf.data dataset as numpy, turning a reader failure into an InputError raised
+    after the pipeline's threads have stopped."""
+    import gc
+    import time
+
+    iterator = dataset.as_numpy_iterator()
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:  # noqa: BLE001 - any reader failure ends the pipeline
+            message = f"{type(error).__name__}: {error}"
+            error.__traceback__ = None  # its frames hold the iterator
+            del iterator, error
+            gc.collect()
+            time.sleep(WIND_DOWN_S)
+            raise InputError(f"The input pipeline failed: {message}") from None
+        yield batch
+
+
 def _process_layout(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     if process_index is None or process_count is None:
         import jax  # only for its process topology; no model code
@@ -273,7 +306,7 @@ class InputPipeline:
 
     def batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
         """Training batches [B/P, ...] from `start_step` on; the same for the same (seed, step)."""
-        return self.dataset(start_step).as_numpy_iterator()
+        return numpy_batches(self.dataset(start_step))
 
     def _streaming_dataset(self, start_step: int):
         import tensorflow as tf
@@ -312,16 +345,73 @@ class InputPipeline:
         import tensorflow as tf
 
         if isinstance(self.source, StreamingSource):
-            raise ValueError("Evaluation needs a random-access source (our shards, folders, ...).")
+            yield from self._streaming_eval_batches()
+            logging.info("end of pass over %s", self.source.describe())
+            return
         size = len(self.source)
         num_steps = -(-size // self.global_batch_size)
         ds = self._random_access_dataset(self._positions(0, num_steps), None, eval_size=size)
         ds = ds.map(lambda ex: {k: v for k, v in ex.items() if k != "_rng"})
         ds = ds.batch(self.local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-        yield from ds.as_numpy_iterator()
+        yield from numpy_batches(ds)
         logging.info("end of pass over %s: %s", self.source.describe(), self.skips.summary())
         if report_dir is not None:
             self.write_skip_report(report_dir)
+
+    def _streaming_eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+        """One in-order pass over this process's share of a streaming source (TFDS).
+
+        The shares of P processes differ by at most one example, but every process must run the
+        same number of steps, so with P > 1 the count comes from the source's known size and
+        short shares are padded with masked batches."""
+        import tensorflow as tf
+
+        source: StreamingSource = self.source  # type: ignore[assignment]
+        num_steps = None
+        if self.process_count > 1:
+            size = getattr(source, "num_examples", None)
+            if not size:
+                raise ValueError(
+                    f"{source.describe()} does not know its size, which a multi-process "
+                    "evaluation needs to agree on a step count; evaluate in one process."
+                )
+            largest_share = -(-size // self.process_count)
+            num_steps = -(-largest_share // self.local_batch_size)
+        ds = source.dataset(
+            process_index=self.process_index,
+            process_count=self.process_count,
+            seed=self.seed,
+            shuffle=False,
+            drop_remainder=False,
+        )
+        seed = self.seed
+
+        def prepare(position, example):
+            example = dict(example)
+            example["_rng"] = tf.stack([tf.constant(seed, tf.int64), position])
+            example["_mask"] = tf.constant(True)
+            example = self.pp_fn(example)
+            return {k: v for k, v in example.items() if k != "_rng"}
+
+        ds = ds.enumerate().map(prepare, num_parallel_calls=self._parallel())
+        ds = ds.batch(self.local_batch_size).prefetch(tf.data.AUTOTUNE)
+        steps, padding = 0, None
+        for batch in numpy_batches(ds):
+            missing = self.local_batch_size - len(batch["_mask"])
+            if padding is None:
+                padding = {k: np.zeros_like(v[:1]) for k, v in batch.items()}
+            if missing:
+                batch = {
+                    k: np.concatenate([v, np.repeat(padding[k], missing, axis=0)])
+                    for k, v in batch.items()
+                }
+            yield batch
+            steps += 1
+        if padding is None:
+            raise ValueError(f"{source.describe()}: this process's share of the split is empty.")
+        while num_steps is not None and steps < num_steps:
+            yield {k: np.repeat(v, self.local_batch_size, axis=0) for k, v in padding.items()}
+            steps += 1
 
     def write_skip_report(self, directory: str | Path, name: str = "skipped_records.json") -> Path:
         """Writes the skip counts next to a run's outputs and returns the file."""

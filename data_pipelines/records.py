@@ -7,6 +7,7 @@ Every source yields examples with these keys (a source fills the ones it has):
   label:    scalar int64 class index (supervised sets)
   source:   scalar string, the data source the example came from (e.g. "tuxpaint")
   category: scalar string, the source's own category of the example (e.g. "animals/birds")
+  labels:   [K] bool multi-hot label set, only from sources configured for multi-label sets
 """
 
 from __future__ import annotations

@@ -40,10 +40,20 @@ class ReliabilityBins:
 def reliability_bins(probs, labels, num_bins: int = 15) -> ReliabilityBins:
     """Top-1 confidences sorted into `num_bins` equal-width bins of [0, 1]."""
     probs, labels = _check(probs, labels)
+    return confidence_bins(probs.max(-1), probs.argmax(-1) == labels, num_bins)
+
+
+def confidence_bins(confidence, correct, num_bins: int = 15) -> ReliabilityBins:
+    """Confidences [N] with their correctness [N] (bool) in `num_bins` equal-width bins; for
+    predictions whose "correct" is not argmax == label (e.g. multi-label "any correct")."""
+    confidence = np.asarray(confidence, np.float64)
+    correct = np.asarray(correct, np.float64)
+    if confidence.ndim != 1 or correct.shape != confidence.shape:
+        raise ValueError(
+            f"Expected confidence [N] and correct [N]; got {confidence.shape}, {correct.shape}."
+        )
     if num_bins < 1:
         raise ValueError(f"num_bins must be >= 1, got {num_bins}.")
-    confidence = probs.max(-1)
-    correct = (probs.argmax(-1) == labels).astype(np.float64)
     edges = np.linspace(0.0, 1.0, num_bins + 1)
     # Right-closed bins (a confidence of exactly 1 falls in the last bin).
     index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, num_bins - 1)
@@ -55,7 +65,11 @@ def reliability_bins(probs, labels, num_bins: int = 15) -> ReliabilityBins:
 
 
 def expected_calibration_error(probs, labels, num_bins: int = 15) -> float:
-    bins = reliability_bins(probs, labels, num_bins)
+    return bins_calibration_error(reliability_bins(probs, labels, num_bins))
+
+
+def bins_calibration_error(bins: ReliabilityBins) -> float:
+    """ECE of already binned confidences: sum_b (n_b / N) |accuracy_b - confidence_b|."""
     filled = bins.counts > 0
     weights = bins.counts[filled] / bins.counts.sum()
     return float(np.sum(weights * np.abs(bins.accuracy[filled] - bins.confidence[filled])))

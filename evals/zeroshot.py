@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from evals.calibration import (
+    bins_calibration_error,
+    brier_score,
+    confidence_bins,
     expected_calibration_error,
     mean_per_class_recall,
     negative_log_likelihood,
     top_k_accuracy,
 )
+from evals.uncertainty import auroc, entropy, prediction_rejection_ratio, uncertainty_decomposition
 
 TextEncoder = Callable[[list[str]], np.ndarray]  # strings -> [N, D] embeddings
 
@@ -85,15 +89,91 @@ def zero_shot_logits(
     return logit_scale * _normalize(np.asarray(image_embeddings, np.float32)) @ class_embeddings.T
 
 
-def zero_shot_metrics(logits: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> dict:
-    """CLIP_benchmark's acc1 / acc5 / mean_per_class_recall plus our calibration metrics."""
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """[N, K] probabilities (float64) of [N, K] logits."""
     logits = np.asarray(logits, np.float64)
     probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)
+    return probs / probs.sum(-1, keepdims=True)
+
+
+def _misclassification(uncertainty: np.ndarray, errors: np.ndarray) -> dict[str, float]:
+    """How well `uncertainty` [N] flags the wrong predictions (errors [N] bool): AUROC and the
+    prediction rejection ratio; empty when every prediction is right or every one wrong."""
+    if errors.all() or not errors.any():
+        return {}
+    return {
+        "misclassification_auroc": auroc(uncertainty, errors),
+        "prr": prediction_rejection_ratio(uncertainty, errors),
+    }
+
+
+def probs_metrics(probs: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> dict:
+    """CLIP_benchmark's acc1 / acc5 / mean_per_class_recall plus our calibration (ECE, NLL,
+    Brier) and misclassification-detection (entropy as the score) metrics of probs [N, K]."""
+    errors = probs.argmax(-1) != np.asarray(labels)
     return {
         "acc1": top_k_accuracy(probs, labels, 1),
         "acc5": top_k_accuracy(probs, labels, min(5, probs.shape[1])),
         "mean_per_class_recall": mean_per_class_recall(probs, labels),
         "ece": expected_calibration_error(probs, labels, num_bins),
         "nll": negative_log_likelihood(probs, labels),
+        "brier": brier_score(probs, labels),
+        **_misclassification(entropy(probs), errors),
+    }
+
+
+def zero_shot_metrics(logits: np.ndarray, labels: np.ndarray, num_bins: int = 15) -> dict:
+    """probs_metrics of the softmax of zero-shot logits [N, K] against labels [N]."""
+    return probs_metrics(softmax(logits), labels, num_bins)
+
+
+def mc_zero_shot_metrics(
+    sample_logits: Iterable[np.ndarray], labels: np.ndarray, num_bins: int = 15
+) -> dict:
+    """Metrics of a HET-XL model's MC-averaged zero-shot prediction.
+
+    sample_logits yields S arrays [N, K], the logits of S noise samples of the image embeddings
+    (HET-XL eq. 4: p(y | x) ~ (1/S) sum_s softmax(t (z(x) + eps_s) C^T)); they are consumed one
+    at a time. Returns probs_metrics of the average under "mc_" keys, plus the mean total / data
+    / knowledge uncertainty (evals.uncertainty) and misclassification detection by the total."""
+    parts = uncertainty_decomposition(softmax(logits) for logits in sample_logits)
+    metrics = {
+        f"mc_{k}": v
+        for k, v in probs_metrics(parts["mean_probs"], labels, num_bins).items()
+        if k not in ("misclassification_auroc", "prr")
+    }
+    errors = parts["mean_probs"].argmax(-1) != np.asarray(labels)
+    for name in ("total", "data", "knowledge"):
+        metrics[f"mc_{name}_uncertainty"] = float(parts[name].mean())
+    metrics.update({f"mc_{k}": v for k, v in _misclassification(parts["total"], errors).items()})
+    return metrics
+
+
+def multilabel_zero_shot_metrics(
+    logits: np.ndarray, label_sets: np.ndarray, num_bins: int = 15
+) -> dict:
+    """ "Any correct" scoring for images with several right answers (ImageNet-ReaL style).
+
+    label_sets [N, K] (bool multi-hot): a prediction is right when it is any of the image's
+    labels; acc5 when any of the top five is. Images without labels are left out and counted
+    (num_unlabelled). The ECE uses the top-1 probability against this notion of right."""
+    label_sets = np.asarray(label_sets, bool)
+    if label_sets.shape != np.shape(logits):
+        raise ValueError(
+            f"label_sets must be [N, K] like the logits {np.shape(logits)}; got {label_sets.shape}."
+        )
+    labelled = label_sets.any(-1)
+    if not labelled.any():
+        raise ValueError("No image has a label: nothing to score.")
+    probs, label_sets = softmax(logits)[labelled], label_sets[labelled]
+    top = np.argsort(-probs, axis=-1)[:, : min(5, probs.shape[1])]
+    hits = np.take_along_axis(label_sets, top, axis=-1)
+    right = hits[:, 0]
+    return {
+        "acc1": float(right.mean()),
+        "acc5": float(hits.any(-1).mean()),
+        "ece": bins_calibration_error(confidence_bins(probs.max(-1), right, num_bins)),
+        "num_scored": float(len(right)),
+        "num_unlabelled": float((~labelled).sum()),
+        **_misclassification(entropy(probs), ~right),
     }

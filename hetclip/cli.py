@@ -221,7 +221,13 @@ def cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
 
         spec = apply_overrides(load_config(spec), overrides)
     results = run_suite(
-        args.checkpoint, args.suite, args.out, config_spec=spec, model_name=args.model_name
+        args.checkpoint,
+        args.suite,
+        args.out,
+        config_spec=spec,
+        model_name=args.model_name,
+        tfds_data_dir=args.tfds_data_dir,
+        folder=args.folder,
     )
     for result in results:
         shown = {k: round(v, 4) for k, v in result["metrics"].items()}
@@ -320,6 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--config", help=CONFIG_HELP + " (default: the run's config.json)")
     evaluate.add_argument("--out", required=True, help="folder for the result files")
     evaluate.add_argument("--model-name", default="", help="the 'model' field of the results")
+    evaluate.add_argument(
+        "--tfds-data-dir", help="where `tfds build` put imagenet2012 / imagenet_v2 (imagenet suite)"
+    )
+    evaluate.add_argument("--folder", help="image folder, one sub-folder per class (folder suite)")
     evaluate.set_defaults(run=cmd_eval)
 
     export = commands.add_parser(

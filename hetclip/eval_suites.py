@@ -9,8 +9,19 @@ text_retrieval_recall@k) plus ours (ece, nll), and results.md / results.csv gath
 
 Suites (dataset name -> task):
   imagetext   the embedded set: zero-shot on held-out categories and on the test split's
-              categories, retrieval on the test split, a ridge linear probe and 5-shot
-              (fitted on train embeddings) scored on the test split
+              categories (with OOD detection of the held-out images), retrieval on the test
+              split, a ridge linear probe and 5-shot (fitted on train embeddings) on the test
+              split
+  supervised  a classifier (DET / HET / HET-XL head) on its data set's test split: accuracy,
+              calibration, MC uncertainty
+  imagenet    zero-shot with the 1,000 cleaned class names x CLIP's 80 prompts on the TFDS
+              sets you have built: imagenet2012 (validation), imagenet_v2 (test) and
+              imagenet2012_real (validation, "any correct" multi-label scoring); missing sets
+              are reported and skipped (--tfds-data-dir points at them)
+  folder      zero-shot on an image folder (--folder ROOT, one sub-folder per class; the
+              folder names are the class names)
+HET-XL models add MC-averaged ("mc_") zero-shot metrics. Class embeddings are cached in
+OUT/cache, so evaluating several data sets with the same classes encodes them once.
 """
 
 from __future__ import annotations
@@ -21,15 +32,61 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+IMAGENET = {"kind": "zeroshot", "classes": "imagenet", "templates": "imagenet"}
 SUITES: dict[str, dict[str, dict[str, Any]]] = {
     "imagetext": {
         "imagetext_heldout": {"kind": "zeroshot", "split": "heldout"},
-        "imagetext_test": {"kind": "zeroshot", "split": "test"},
+        "imagetext_test": {"kind": "zeroshot", "split": "test", "ood_split": "heldout"},
         "imagetext_test_retrieval": {"kind": "retrieval", "split": "test"},
         "imagetext_test_probe": {"kind": "linear_probe", "train_split": "train", "split": "test"},
     },
+    "imagenet": {
+        "imagenet1k": {
+            **IMAGENET,
+            "data": {"kind": "tfds", "name": "imagenet2012", "split": "validation"},
+        },
+        "imagenetv2": {
+            **IMAGENET,
+            "data": {"kind": "tfds", "name": "imagenet_v2", "split": "test"},
+        },
+        "imagenet1k_real": {
+            **IMAGENET,
+            "multilabel": True,
+            "data": {
+                "kind": "tfds",
+                "name": "imagenet2012_real",
+                "split": "validation",
+                "label_key": "original_label",
+                "multilabel_key": "real_label",
+            },
+        },
+    },
+    "folder": {},
+    "supervised": {"test": {"kind": "classification", "split": "test"}},
 }
+
+
+def suite_specs(
+    suite: str, *, tfds_data_dir: str | None = None, folder: str | None = None
+) -> dict[str, dict[str, Any]]:
+    """dataset name -> eval spec of `suite`, with the user's data locations filled in."""
+    if suite not in SUITES:
+        raise ValueError(f"Unknown suite {suite!r}; available: {sorted(SUITES)}.")
+    if suite == "folder":
+        if not folder:
+            raise ValueError("The folder suite needs --folder ROOT (one sub-folder per class).")
+        root = Path(folder).expanduser()
+        data = {"kind": "folder", "root": str(root)}
+        return {root.name: {"kind": "zeroshot", "data": data, "templates": "imagenet"}}
+    specs = json.loads(json.dumps(SUITES[suite]))  # a deep copy
+    for spec in specs.values():
+        if tfds_data_dir and spec.get("data", {}).get("kind") == "tfds":
+            spec["data"]["data_dir"] = str(tfds_data_dir)
+    return specs
+
+
 TASKS = {
+    "classification": "classification",
     "zeroshot": "zeroshot_classification",
     "retrieval": "zeroshot_retrieval",
     "linear_probe": "linear_probe",
@@ -89,27 +146,51 @@ def run_suite(
     *,
     config_spec=None,
     model_name: str = "",
+    tfds_data_dir: str | None = None,
+    folder: str | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Evaluates, writes one JSON per (dataset, task) plus results.md / .csv; returns them."""
-    if suite not in SUITES:
-        raise ValueError(f"Unknown suite {suite!r}; available: {sorted(SUITES)}.")
+    """Evaluates, writes one JSON per (dataset, task) plus results.md / .csv; returns them.
+
+    A TFDS data set that is not built is reported and skipped (the others still run); no
+    result at all is an error."""
+    specs = suite_specs(suite, tfds_data_dir=tfds_data_dir, folder=folder)
     from hetclip.models import build_model
     from hetclip.sharding import make_mesh
-    from hetclip.train.evaluators import RUNNERS, TwoTowerEmbedder
+    from hetclip.train.evaluators import RUNNERS, Embedder
 
     config = config_for(checkpoint, config_spec)
-    if config.model.kind != "two_towers":
-        raise ValueError("Zero-shot and retrieval suites need a two_towers (image-text) model.")
+    if suite == "supervised":
+        if config.model.kind != "classifier":
+            raise ValueError("The supervised suite evaluates classifiers; use imagetext here.")
+        name = config.input.data.get("name") or "data"
+        specs = {f"{name}_{key}": spec for key, spec in specs.items()}
+    elif config.model.kind != "two_towers":
+        raise ValueError(
+            f"The {suite} suite needs a two_towers (image-text) model; evaluate classifiers "
+            "with --suite supervised."
+        )
     params = load_model_params(checkpoint, config)
-    embedder = TwoTowerEmbedder(build_model(config.model), config, make_mesh(dict(config.mesh)))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for dataset, spec in SUITES[suite].items():
+    embedder = Embedder(
+        build_model(config.model),
+        config,
+        make_mesh(dict(config.mesh)),
+        class_cache=(out_dir / "cache", f"{Path(checkpoint).resolve()}:{_mtime(checkpoint)}"),
+    )
+    results, missing = [], []
+    for dataset, spec in specs.items():
         run = RUNNERS[spec["kind"]]
         log(f"[eval] {dataset} ({TASKS[spec['kind']]})")
-        metrics = run(embedder, params, spec, out_dir / f"{dataset}_outputs.npz")
+        try:
+            metrics = run(embedder, params, spec, out_dir / f"{dataset}_outputs.npz")
+        except FileNotFoundError as e:
+            if spec.get("data", {}).get("kind") != "tfds":
+                raise
+            log(f"[eval] skipped {dataset}: {e}")
+            missing.append(dataset)
+            continue
         result = {
             "dataset": dataset,
             "model": model_name or config.model.kind,
@@ -120,8 +201,50 @@ def run_suite(
         }
         (out_dir / f"{dataset}_{result['task']}.json").write_text(json.dumps(result, indent=2))
         results.append(result)
+        _reliability_png(out_dir / f"{dataset}_outputs.npz", out_dir, dataset, model_name)
+    if not results:
+        raise FileNotFoundError(
+            f"None of the {suite} suite's data sets ({', '.join(missing)}) is available; build "
+            "them with `tfds build NAME --data_dir DIR` and pass --tfds-data-dir DIR."
+        )
     write_tables(results, out_dir)
     return results
+
+
+def _reliability_png(outputs: Path, out_dir: Path, dataset: str, model_name: str) -> None:
+    """OUT/DATASET_reliability.png for single-label predictions (zero-shot logits or a
+    classifier's softmax locs); multi-label, retrieval and probe outputs have none."""
+    import numpy as np
+
+    from evals.plots import reliability_diagram
+    from evals.zeroshot import softmax
+
+    if not outputs.is_file():
+        return
+    saved = np.load(outputs)
+    labels = saved["labels"] if "labels" in saved else None
+    if labels is None or labels.ndim != 1:
+        return
+    if "logits" in saved:  # zero-shot
+        probs = softmax(saved["logits"])
+    elif "probs" in saved and str(saved["form"]) == "softmax":  # a softmax classifier
+        probs = saved["probs"]
+    else:
+        return
+    reliability_diagram(
+        probs,
+        labels,
+        out_dir / f"{dataset}_reliability.png",
+        title=f"{model_name or 'model'}: {dataset}",
+    )
+
+
+def _mtime(checkpoint: str | Path) -> int:
+    """Changes when the checkpoint is rewritten, so cached class embeddings go stale with it."""
+    path = Path(str(checkpoint).split(":")[0])
+    if path.is_dir() and (path / "checkpoints").is_dir():
+        path = path / "checkpoints"
+    return path.stat().st_mtime_ns if path.exists() else 0
 
 
 def write_tables(results: list[dict], out_dir: Path) -> None:

@@ -7,6 +7,6 @@ Importing this package registers the built-in ops (image, text, misc); `register
 """
 
 from data_pipelines.ops import image, misc, text  # noqa: F401  (registers the ops)
-from data_pipelines.ops.registry import OPS, build, parse_spec, register
+from data_pipelines.ops.registry import OPS, build, image_part, parse_spec, register
 
-__all__ = ["OPS", "build", "parse_spec", "register"]
+__all__ = ["OPS", "build", "image_part", "parse_spec", "register"]

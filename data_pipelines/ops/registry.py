@@ -82,6 +82,18 @@ def parse_spec(spec: str) -> list[tuple[str, tuple, dict[str, Any]]]:
     return calls
 
 
+def image_part(spec: str) -> str:
+    """The ops of `spec` that the image module registered, in order: the image preprocessing of
+    a two-tower pp string, reused to classify images (e.g. zero-shot on another data set)."""
+    parts = _split_top_level(spec)
+    names = [name for name, _, _ in parse_spec(spec)]
+    return "|".join(
+        part
+        for part, name in zip(parts, names, strict=True)
+        if name in OPS and OPS[name].factory.__module__.endswith(".ops.image")
+    )
+
+
 def _make_op(name: str, args: tuple, kwargs: dict[str, Any]) -> OpInfo:
     if name not in OPS:
         near = difflib.get_close_matches(name, OPS, n=1)

@@ -62,8 +62,17 @@ class StreamingSource(abc.ABC):
         self.skips = SkipCounter()
 
     @abc.abstractmethod
-    def dataset(self, *, process_index: int, process_count: int, seed: int, shuffle: bool):
-        """The example stream of this process's disjoint share, repeated if `shuffle`."""
+    def dataset(
+        self,
+        *,
+        process_index: int,
+        process_count: int,
+        seed: int,
+        shuffle: bool,
+        drop_remainder: bool = True,
+    ):
+        """One pass over this process's disjoint share of the examples. Training drops the
+        remainder so all shares are equal; an evaluation pass keeps every example."""
 
     def describe(self) -> str:
         return type(self).__name__

@@ -66,6 +66,10 @@ class ImageFolderSource(RandomAccessSource):
             category=name,
         )
 
+    def class_names(self) -> list[str]:
+        """The class folders' names, in label order."""
+        return list(self.classes)
+
     def signature(self) -> dict[str, Any]:
         return example_signature()
 

@@ -65,7 +65,10 @@ def text_tower(spec: Mapping[str, Any], embed_dim: int) -> nn.Module:
         raise ValueError(f"Unknown text tower kind {kind!r}; use one of {TEXT_TOWERS}.")
     from towers.text_transformer import TextTransformer
 
-    allowed = ("variant", "vocab_size", "pool", "dropout", "scan", "remat", "dtype", "param_dtype")
+    allowed = (
+        *("variant", "width", "depth", "mlp_dim", "num_heads", "vocab_size", "pool"),
+        *("dropout", "scan", "remat", "dtype", "param_dtype"),
+    )
     return TextTransformer(
         num_classes=embed_dim, name="txt", **_options(spec, allowed, "text tower")
     )

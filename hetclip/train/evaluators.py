@@ -1,10 +1,22 @@
-"""In-training evaluation of two-tower models: zero-shot classification and retrieval.
+"""Evaluation of two-tower models: zero-shot classification, retrieval and linear probes.
 
-config.evals maps a name to {"kind": "zeroshot" | "retrieval", "split": ...}; zero-shot also
-takes "templates" (prompts with '{c}') and classifies into the display names of the split's
-categories (from the prepared data set's manifest, so held-out categories never seen in training
-work). Embeddings come from the deterministic towers (no noise). Each evaluation also saves its
-raw outputs (workdir/evals/NAME.npz: logits and labels, or similarities) for reports.
+config.evals (and the suites of hetclip.eval_suites) map a name to a spec:
+  {"kind": "zeroshot", "split": S}    classify a prepared split into the display names of its
+        categories (from the data set's manifest, so held-out categories never seen in
+        training work)
+  {"kind": "zeroshot", "data": SOURCE, "classes": ..., "templates": ..., "pp": ...,
+   "multilabel": bool}               any labelled source (TFDS imagenet2012 / imagenet_v2, an
+        image folder, ...); classes is a list, "imagenet" or "imagenet21k" (default: the
+        source's own class names); multilabel scores "any correct" against the source's
+        "labels" multi-hot; pp defaults to the image ops of config.input.pp_eval
+  templates: a list of prompts with '{c}', or "imagenet" (CLIP's 80), "imagenet_simple" (7),
+        "default"; mc_samples: HET-XL noise samples for the "mc_" metrics (default 32, 0: off);
+        ood_split: a prepared split of other categories, for OOD detection AUROC
+  {"kind": "retrieval", "split": S}, {"kind": "linear_probe", "train_split": T, "split": S}
+  {"kind": "classification", ...}   supervised classifiers (hetclip.train.classifier_evals)
+Embeddings come from the deterministic towers; models with HET-XL image noise also get
+MC-averaged zero-shot predictions. Each evaluation also saves its raw outputs
+(workdir/evals/NAME.npz: logits and labels, or embeddings) for reports.
 """
 
 from __future__ import annotations
@@ -15,10 +27,14 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.experimental import multihost_utils
 
-EVAL_KINDS = ("zeroshot", "retrieval", "linear_probe")
+from hetclip.train.classifier_evals import classification
+from hetclip.train.embedder import Embedder
+
+TWO_TOWER_KINDS = ("zeroshot", "retrieval", "linear_probe")
+CLASSIFIER_KINDS = ("classification",)
 DEFAULT_TEMPLATES = ("{c}", "a picture of {c}.", "a drawing of {c}.", "an icon of {c}.")
+DEFAULT_MC_SAMPLES = 32  # HET-XL noise samples of MC-averaged zero-shot predictions
 
 
 def display_name(category: str) -> str:
@@ -28,68 +44,6 @@ def display_name(category: str) -> str:
 
 def _decode(values) -> list[str]:
     return [v.decode() if isinstance(v, bytes) else str(v) for v in np.asarray(values).ravel()]
-
-
-class TwoTowerEmbedder:
-    """Deterministic image / text embeddings of a two_towers model on a mesh."""
-
-    def __init__(self, model, config, mesh):
-        from data_pipelines import ops
-
-        self.model, self.config, self.mesh = model, config, mesh
-        self._apply = jax.jit(lambda params, batch: model.apply({"params": params}, batch))
-        tokenizer = config.input.tokenizer
-        defaults = {}
-        if tokenizer:
-            from data_pipelines.paths import data_dir
-
-            defaults["tokenize"] = {"model": tokenizer.format(data_dir=data_dir())}
-        self._tokenize = ops.build(config.input.pp_text, defaults)
-
-    def split(self, params, split: str, labels_of: Callable[[dict], np.ndarray] | None = None):
-        """(zimg [N, D], ztxt [N, D], labels [N] or None) over one pass of `split`."""
-        from data_pipelines.input import pipeline_from_config
-        from hetclip.sharding import global_batch
-
-        pipeline = pipeline_from_config(
-            self.config.input, pp_key="pp_eval", split=split, seed=int(self.config.seed)
-        )
-        images, texts, labels = [], [], []
-        for local in pipeline.eval_batches():
-            numeric = {"image": local["image"], "text": local["text"], "_mask": local["_mask"]}
-            if labels_of is not None:
-                numeric["label"] = labels_of(local)
-            batch = global_batch(numeric, self.mesh)
-            out = self._apply(params, {"image": batch["image"], "text": batch["text"]})
-            gathered = multihost_utils.process_allgather(
-                {
-                    **out,
-                    "_mask": batch["_mask"],
-                    **({"label": batch["label"]} if labels_of else {}),
-                },
-                tiled=True,
-            )
-            keep = np.asarray(gathered["_mask"], bool)
-            images.append(np.asarray(gathered["zimg"])[keep])
-            texts.append(np.asarray(gathered["ztxt"])[keep])
-            if labels_of is not None:
-                labels.append(np.asarray(gathered["label"])[keep])
-        return (
-            np.concatenate(images),
-            np.concatenate(texts),
-            np.concatenate(labels) if labels_of is not None else None,
-        )
-
-    def texts(self, params, strings: list[str], batch_size: int = 256) -> np.ndarray:
-        """[N, D] text embeddings of raw strings."""
-        import tensorflow as tf
-
-        parts = []
-        for start in range(0, len(strings), batch_size):
-            chunk = strings[start : start + batch_size]
-            tokens = self._tokenize({"text": tf.constant(chunk)})["text"].numpy()
-            parts.append(np.asarray(self._apply(params, {"text": tokens})["ztxt"]))
-        return np.concatenate(parts)
 
 
 def _split_categories(config, split: str) -> list[str]:
@@ -124,24 +78,161 @@ def _labeller(names: list[str]) -> Callable[[dict], np.ndarray]:
     return labels_of
 
 
-def zero_shot(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], out: Path | None):
-    from evals.zeroshot import class_embeddings, zero_shot_logits, zero_shot_metrics
+def _named_list(value, named: Mapping[str, Callable[[], list[str]]], what: str) -> list[str]:
+    if isinstance(value, str):
+        if value not in named:
+            raise ValueError(f"Unknown {what} set {value!r}; use a list or one of {sorted(named)}.")
+        return list(named[value]())
+    return list(value)
 
-    categories = _split_categories(embedder.config, spec["split"])
-    names = sorted({display_name(c) for c in categories})
-    zimg, _, labels = embedder.split(params, spec["split"], _labeller(names))
+
+def _prompts(key: str) -> list[str]:
+    from evals.zeroshot import imagenet_prompts
+
+    return list(imagenet_prompts()[key])
+
+
+def _imagenet21k_names() -> list[str]:
+    from evals.imagenet21k import imagenet21k_class_names
+
+    return imagenet21k_class_names()
+
+
+TEMPLATE_SETS = {
+    "imagenet": lambda: _prompts("templates"),  # CLIP's 80 ImageNet prompts
+    "imagenet_simple": lambda: _prompts("simple_templates"),
+    "default": lambda: list(DEFAULT_TEMPLATES),
+}
+CLASS_SETS = {"imagenet": lambda: _prompts("class_names"), "imagenet21k": _imagenet21k_names}
+
+
+def _source_images(embedder: Embedder, params, spec: Mapping[str, Any]):
+    """(class names, {"zimg", noise outputs, "label" or "labels"}) of a labelled data source:
+    TFDS (imagenet2012, imagenet_v2, ...), an image folder, or any other source kind."""
+    from data_pipelines.ops import image_part
+
+    multilabel = bool(spec.get("multilabel", False))
+    label_key = "labels" if multilabel else "label"
+    pp = spec.get("pp") or (
+        f"{image_part(embedder.config.input.pp_eval)}|keep('image', '{label_key}')"
+    )
+    pipeline = embedder.pipeline(data=spec["data"], pp=pp)
+    if "classes" in spec:
+        names = _named_list(spec["classes"], CLASS_SETS, "class")
+    elif hasattr(pipeline.source, "class_names"):
+        names = [display_name(n) for n in pipeline.source.class_names()]
+    else:
+        raise ValueError(f"Name the classes of {spec['data']} with 'classes' (a list or a set).")
+    images = embedder.collect(
+        params, pipeline, ("image",), extra=lambda local: {label_key: local[label_key]}
+    )
+    return names, images
+
+
+def _manifest_images(embedder: Embedder, params, spec: Mapping[str, Any]):
+    """(class names, image outputs with "label") of a prepared split: its categories' names."""
+    names = sorted({display_name(c) for c in _split_categories(embedder.config, spec["split"])})
+    labels_of = _labeller(names)
+    images = embedder.collect(
+        params,
+        embedder.pipeline(spec["split"]),
+        ("image",),
+        extra=lambda local: {"label": labels_of(local)},
+    )
+    return names, images
+
+
+def _noisy_logits(params, images: dict, classes: np.ndarray, logit_scale: float, spec):
+    """S logits [N, K] of HET-XL image-embedding samples: t (z + eps_s) C^T (the worlds the
+    contrastive loss trains on; hetclip.losses.het_contrastive), one sample at a time."""
+    from flax.core import meta
+
+    from hetclip.heads.noise import sample_low_rank_noise
+
+    factors = np.asarray(meta.unbox(params["img_noise"])["factors"])
+    key = jax.random.PRNGKey(int(spec.get("mc_seed", 0)))
+    for s in range(int(spec["mc_samples"])):
+        eps = sample_low_rank_noise(
+            jax.random.fold_in(key, s), factors, images["img_scale"], images["img_diag"], 1
+        )[:, 0]
+        yield logit_scale * (images["zimg"] + np.asarray(eps)) @ classes.T
+
+
+def _zero_shot_ood(embedder, params, spec, images, classes, logit_scale: float, mc: bool):
+    """OOD detection AUROC of the zero-shot prediction: images of the prepared split
+    spec["ood_split"] (categories none of the class names describe) against `images`, scored
+    by the entropy of the deterministic prediction and, with HET-XL noise, the MC total."""
+    from evals.uncertainty import entropy, ood_auroc, uncertainty_decomposition
+    from evals.zeroshot import softmax, zero_shot_logits
+
+    ood = embedder.collect(params, embedder.pipeline(spec["ood_split"]), ("image",))
+    metrics = {
+        "ood_auroc": ood_auroc(
+            entropy(softmax(zero_shot_logits(images["zimg"], classes, logit_scale))),
+            entropy(softmax(zero_shot_logits(ood["zimg"], classes, logit_scale))),
+        )
+    }
+    if mc:
+        totals = [
+            uncertainty_decomposition(
+                softmax(logits)
+                for logits in _noisy_logits(params, side, classes, logit_scale, spec)
+            )["total"]
+            for side in (images, ood)
+        ]
+        metrics["mc_ood_auroc"] = ood_auroc(*totals)
+    return metrics
+
+
+def zero_shot(embedder: Embedder, params, spec: Mapping[str, Any], out: Path | None):
+    """Zero-shot classification of a prepared split into its categories' names, or (with
+    "data") of any labelled source; HET-XL models also get MC-averaged ("mc_") metrics."""
+    from evals.zeroshot import (
+        class_embeddings,
+        mc_zero_shot_metrics,
+        multilabel_zero_shot_metrics,
+        zero_shot_logits,
+        zero_shot_metrics,
+    )
+
+    if "data" in spec:
+        names, images = _source_images(embedder, params, spec)
+    else:
+        names, images = _manifest_images(embedder, params, spec)
+    cache_dir, model_id = embedder.class_cache or (None, "")
     classes = class_embeddings(
         lambda prompts: embedder.texts(params, prompts),
         names,
-        list(spec.get("templates", DEFAULT_TEMPLATES)),
+        _named_list(spec.get("templates", "default"), TEMPLATE_SETS, "template"),
+        cache_dir=cache_dir,
+        model_id=model_id,
     )
-    logits = zero_shot_logits(zimg, classes, float(np.exp(np.asarray(params["t"])[0])))
+    logit_scale = float(np.exp(np.asarray(params["t"])[0]))
+    logits = zero_shot_logits(images["zimg"], classes, logit_scale)
+    if "labels" in images:
+        metrics = multilabel_zero_shot_metrics(logits, images["labels"])
+        labels = images["labels"]
+    else:
+        labels = images["label"]
+        if labels.min() < 0 or labels.max() >= len(names):
+            raise ValueError(
+                f"Labels run from {labels.min()} to {labels.max()} but there are {len(names)} "
+                "class names; give the data set's full class list in 'classes'."
+            )
+        metrics = zero_shot_metrics(logits, labels)
+        mc = "img_scale" in images and int(spec.get("mc_samples", DEFAULT_MC_SAMPLES)) > 0
+        spec = {"mc_samples": DEFAULT_MC_SAMPLES, **spec}
+        if mc:
+            samples = _noisy_logits(params, images, classes, logit_scale, spec)
+            metrics.update(mc_zero_shot_metrics(samples, labels))
+        if spec.get("ood_split"):
+            metrics.update(_zero_shot_ood(embedder, params, spec, images, classes, logit_scale, mc))
     if out is not None:
         np.savez(out, logits=logits, labels=labels, class_names=np.asarray(names))
-    return zero_shot_metrics(logits, labels)
+    return metrics
 
 
-def linear_probe(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], out: Path | None):
+def linear_probe(embedder: Embedder, params, spec: Mapping[str, Any], out: Path | None):
     """Ridge linear probe and 5-shot on image embeddings: fit on `train_split` (regulariser
     chosen on a carve-out of it), score on `split`'s examples of the categories both share."""
     from evals.probes import few_shot, ridge_probe
@@ -183,7 +274,7 @@ def linear_probe(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], ou
     return metrics
 
 
-def retrieval(embedder: TwoTowerEmbedder, params, spec: Mapping[str, Any], out: Path | None):
+def retrieval(embedder: Embedder, params, spec: Mapping[str, Any], out: Path | None):
     from evals.retrieval import retrieval_recall
 
     zimg, ztxt, _ = embedder.split(params, spec["split"])
@@ -200,19 +291,19 @@ def evaluator_from_config(config, workdir: str | Path, mesh=None):
     from hetclip.models import build_model
     from hetclip.sharding import make_mesh
 
-    if config.model.kind == "classifier":
-        raise ValueError("In-training evals exist for two_towers models; remove config.evals.")
+    kinds = CLASSIFIER_KINDS if config.model.kind == "classifier" else TWO_TOWER_KINDS
     for name, spec in specs.items():
-        if spec.get("kind") not in EVAL_KINDS:
+        if spec.get("kind") not in kinds:
             raise ValueError(
-                f"evals.{name}.kind must be one of {EVAL_KINDS}, got {spec.get('kind')!r}."
+                f"evals.{name}.kind must be one of {kinds} for a {config.model.kind} model, "
+                f"got {spec.get('kind')!r}."
             )
     state: dict[str, Any] = {}
     out_dir = Path(workdir) / "evals"
 
     def evaluate(params, step: int) -> dict[str, float]:
         if "embedder" not in state:  # built lazily: the mesh exists once training started
-            state["embedder"] = TwoTowerEmbedder(
+            state["embedder"] = Embedder(
                 build_model(config.model), config, mesh or make_mesh(dict(config.mesh))
             )
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -227,4 +318,9 @@ def evaluator_from_config(config, workdir: str | Path, mesh=None):
     return evaluate
 
 
-RUNNERS = {"zeroshot": zero_shot, "retrieval": retrieval, "linear_probe": linear_probe}
+RUNNERS = {
+    "zeroshot": zero_shot,
+    "retrieval": retrieval,
+    "linear_probe": linear_probe,
+    "classification": classification,
+}

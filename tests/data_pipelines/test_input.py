@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_pipelines.input import InputPipeline, RecordOrder, global_positions
-from data_pipelines.sources import make_source
+from data_pipelines.sources import StreamingSource, make_source
 from data_pipelines.sources.tfrecord import TFRecordSource, example_to_bytes, write_indexed_tfrecord
 from tests.helpers import bomb_png_bytes, image_bytes, truncated_image_bytes, write
 
@@ -182,3 +182,115 @@ def test_streaming_source_resume_is_exact(tmp_path):
     for a, b in zip(uninterrupted[3:], resumed, strict=True):
         np.testing.assert_array_equal(a["image"], b["image"])
         np.testing.assert_array_equal(a["label"], b["label"])
+
+
+def _mock_labels(source) -> list[int]:
+    ds = source.dataset(
+        process_index=0, process_count=1, seed=0, shuffle=False, drop_remainder=False
+    )
+    return [int(ex["label"]) for ex in ds.as_numpy_iterator()]
+
+
+class RangeSource(StreamingSource):
+    """Examples labelled 0..n-1; process p of P reads every P-th (shares differ by one)."""
+
+    def __init__(self, num_examples: int | None):
+        super().__init__()
+        self.num_examples = num_examples
+
+    def dataset(self, *, process_index, process_count, seed, shuffle, drop_remainder=True):
+        import tensorflow as tf
+
+        ds = tf.data.Dataset.range(11).shard(process_count, process_index)
+        return ds.map(lambda i: {"label": i, "image": tf.fill([2, 2, 3], tf.cast(i, tf.uint8))})
+
+
+def test_streaming_eval_pass_keeps_every_tfds_example_once_in_order(tmp_path):
+    import tensorflow_datasets as tfds
+
+    pp = "decode|value_range(0, 1)|keep('image', 'label')"
+    with tfds.testing.mock_data(num_examples=11, data_dir=str(tmp_path)):
+        source = make_source({"kind": "tfds", "name": "mnist", "split": "test"})
+        expected = _mock_labels(source)
+        batches = list(
+            InputPipeline(source, pp, 4, process_index=0, process_count=1).eval_batches()
+        )
+    assert len(expected) == 11
+    assert [len(b["_mask"]) for b in batches] == [4, 4, 4]
+    assert [int(b["_mask"].sum()) for b in batches] == [4, 4, 3]
+    labels = np.concatenate([b["label"][b["_mask"]] for b in batches])
+    assert labels.tolist() == expected  # in order, each example once
+    assert batches[-1]["image"].shape == (4, 28, 28, 3)  # decode gives RGB by default
+
+
+def test_streaming_eval_processes_run_the_same_steps_and_see_everything_once():
+    source = RangeSource(num_examples=11)
+    per_process = [
+        list(
+            InputPipeline(
+                source, "keep('label')", 4, process_index=p, process_count=2
+            ).eval_batches()
+        )
+        for p in range(2)
+    ]
+    # 6 and 5 examples, 2 per step: both processes take 3 steps, the second pads its last one.
+    assert [len(batches) for batches in per_process] == [3, 3]
+    assert [int(b["_mask"].sum()) for b in per_process[1]] == [2, 2, 1]
+    seen = sorted(
+        int(label) for batches in per_process for b in batches for label in b["label"][b["_mask"]]
+    )
+    assert seen == list(range(11))
+
+
+def test_multi_process_streaming_eval_needs_the_split_size():
+    pipe = InputPipeline(RangeSource(None), "keep('label')", 2, process_index=0, process_count=2)
+    with pytest.raises(ValueError, match="does not know its size"):
+        next(pipe.eval_batches())
+
+
+FAILING_READER = """
+import sys, time
+import numpy as np
+import tensorflow as tf
+from data_pipelines.input import InputPipeline
+from data_pipelines.sources.base import RandomAccessSource
+
+
+class OutOfDescriptors(RandomAccessSource):
+    def __len__(self):
+        return 10_000
+
+    def read(self, index):
+        if index == 77:
+            raise OSError(24, "Too many open files")
+        time.sleep(0.001)  # reads are in flight on tf.data's threads when the error comes
+        return {"label": np.int64(index)}
+
+    def signature(self):
+        return {"label": tf.TensorSpec([], tf.int64)}
+
+
+pipe = InputPipeline(OutOfDescriptors(), "keep('label')", 8, process_index=0, process_count=1)
+for batch in pipe.batches():
+    pass
+"""
+
+
+def test_a_reader_error_ends_the_process_instead_of_hanging_it():
+    # tf.data threads still running Python readers at interpreter shutdown used to deadlock it:
+    # the error was printed and the process never exited.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-c", FAILING_READER],
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "InputError: The input pipeline failed" in result.stderr
+    assert "Too many open files" in result.stderr

@@ -169,3 +169,11 @@ def test_every_registered_op_is_exercised_here():
         "tokenize",
     }
     assert set(OPS) == exercised  # tokenize: tests/data_pipelines/test_tokenizers.py
+
+
+def test_image_part_keeps_the_image_ops_in_order():
+    from data_pipelines.ops import image_part
+
+    spec = "decode|resize(64)|value_range(-1, 1)|first|tokenize(max_len=16)|keep('image', 'text')"
+    assert image_part(spec) == "decode|resize(64)|value_range(-1, 1)"
+    assert image_part("first|keep('text')") == ""

@@ -6,6 +6,7 @@ from sklearn.metrics import brier_score_loss, log_loss
 
 from evals.calibration import (
     brier_score,
+    confidence_bins,
     expected_calibration_error,
     mean_per_class_recall,
     negative_log_likelihood,
@@ -58,3 +59,15 @@ def test_accuracy_metrics_on_hand_cases():
     assert mean_per_class_recall(probs, labels) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="Expected probs"):
         top_k_accuracy(probs[0], labels)
+
+
+def test_confidence_bins_of_argmax_correctness_equal_reliability_bins():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(5), size=200)
+    labels = rng.integers(0, 5, 200)
+    a = reliability_bins(probs, labels, 7)
+    b = confidence_bins(probs.max(-1), probs.argmax(-1) == labels, 7)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_allclose(a.accuracy, b.accuracy)
+    with pytest.raises(ValueError, match="confidence"):
+        confidence_bins(probs, labels)
