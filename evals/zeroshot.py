@@ -127,26 +127,36 @@ def zero_shot_metrics(logits: np.ndarray, labels: np.ndarray, num_bins: int = 15
     return probs_metrics(softmax(logits), labels, num_bins)
 
 
-def mc_zero_shot_metrics(
-    sample_logits: Iterable[np.ndarray], labels: np.ndarray, num_bins: int = 15
+def predictive_metrics(
+    member_probs: Iterable[np.ndarray], labels: np.ndarray, num_bins: int = 15, prefix: str = ""
 ) -> dict:
-    """Metrics of a HET-XL model's MC-averaged zero-shot prediction.
-
-    sample_logits yields S arrays [N, K], the logits of S noise samples of the image embeddings
-    (HET-XL eq. 4: p(y | x) ~ (1/S) sum_s softmax(t (z(x) + eps_s) C^T)); they are consumed one
-    at a time. Returns probs_metrics of the average under "mc_" keys, plus the mean total / data
-    / knowledge uncertainty (evals.uncertainty) and misclassification detection by the total."""
-    parts = uncertainty_decomposition(softmax(logits) for logits in sample_logits)
+    """Metrics of the average of M predictive distributions [N, K] (an ensemble's members, or
+    a HET-XL model's noise samples), consumed one at a time: probs_metrics of the average plus
+    the mean total / data / knowledge uncertainty (evals.uncertainty) and misclassification
+    detection by the total uncertainty, each key prefixed with `prefix`."""
+    parts = uncertainty_decomposition(member_probs)
     metrics = {
-        f"mc_{k}": v
+        f"{prefix}{k}": v
         for k, v in probs_metrics(parts["mean_probs"], labels, num_bins).items()
         if k not in ("misclassification_auroc", "prr")
     }
     errors = parts["mean_probs"].argmax(-1) != np.asarray(labels)
     for name in ("total", "data", "knowledge"):
-        metrics[f"mc_{name}_uncertainty"] = float(parts[name].mean())
-    metrics.update({f"mc_{k}": v for k, v in _misclassification(parts["total"], errors).items()})
+        metrics[f"{prefix}{name}_uncertainty"] = float(parts[name].mean())
+    metrics.update(
+        {f"{prefix}{k}": v for k, v in _misclassification(parts["total"], errors).items()}
+    )
     return metrics
+
+
+def mc_zero_shot_metrics(
+    sample_logits: Iterable[np.ndarray], labels: np.ndarray, num_bins: int = 15
+) -> dict:
+    """predictive_metrics ("mc_" keys) of a HET-XL model's MC-averaged zero-shot prediction.
+
+    sample_logits yields S arrays [N, K], the logits of S noise samples of the image embeddings
+    (HET-XL eq. 4: p(y | x) ~ (1/S) sum_s softmax(t (z(x) + eps_s) C^T))."""
+    return predictive_metrics((softmax(s) for s in sample_logits), labels, num_bins, "mc_")
 
 
 def multilabel_zero_shot_metrics(

@@ -213,22 +213,23 @@ def cmd_train(args: argparse.Namespace, overrides: list[str]) -> int:
 
 def cmd_eval(args: argparse.Namespace, overrides: list[str]) -> int:
     from hetclip.config import apply_overrides
-    from hetclip.eval_suites import run_suite
+    from hetclip.eval_suites import run_ensemble, run_suite
 
     spec = args.config
     if spec and overrides:
         from hetclip.config import load_config
 
         spec = apply_overrides(load_config(spec), overrides)
-    results = run_suite(
-        args.checkpoint,
-        args.suite,
-        args.out,
+    options = dict(
         config_spec=spec,
         model_name=args.model_name,
         tfds_data_dir=args.tfds_data_dir,
         folder=args.folder,
     )
+    if len(args.checkpoint) > 1:
+        results = run_ensemble(args.checkpoint, args.suite, args.out, **options)
+    else:
+        results = run_suite(args.checkpoint[0], args.suite, args.out, **options)
     for result in results:
         shown = {k: round(v, 4) for k, v in result["metrics"].items()}
         print(f"{result['dataset']} {result['task']}: {shown}")
@@ -321,7 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Zero-shot classification and retrieval of a checkpoint: a training work "
         "directory, its checkpoints folder, or a big_vision .npz (then --config names the model).",
     )
-    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument(
+        "--checkpoint",
+        required=True,
+        action="append",
+        help="repeat it to evaluate each model and their ensemble (members in OUT/member_i)",
+    )
     evaluate.add_argument("--suite", default="imagetext")
     evaluate.add_argument("--config", help=CONFIG_HELP + " (default: the run's config.json)")
     evaluate.add_argument("--out", required=True, help="folder for the result files")

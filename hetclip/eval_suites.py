@@ -211,6 +211,62 @@ def run_suite(
     return results
 
 
+def run_ensemble(
+    checkpoints: list[str | Path],
+    suite: str,
+    out_dir: str | Path,
+    *,
+    log: Callable[[str], None] = print,
+    **options,
+) -> list[dict]:
+    """Evaluates each checkpoint into OUT/member_i, then the ensemble (the average of the
+    members' predictive distributions, with its total / data / knowledge uncertainty) of every
+    single-label classification task into OUT; returns the ensemble's results."""
+    import numpy as np
+
+    from evals.zeroshot import predictive_metrics, softmax
+
+    if len(checkpoints) < 2:
+        raise ValueError("An ensemble needs at least two checkpoints.")
+    out_dir = Path(out_dir)
+    members = []
+    for index, checkpoint in enumerate(checkpoints):
+        log(f"[eval] ensemble member {index}: {checkpoint}")
+        members.append(
+            run_suite(checkpoint, suite, out_dir / f"member_{index}", log=log, **options)
+        )
+    results = []
+    for result in members[0]:
+        dataset = result["dataset"]
+        outputs = [
+            np.load(out_dir / f"member_{i}" / f"{dataset}_outputs.npz") for i in range(len(members))
+        ]
+        if not all("logits" in o or "probs" in o for o in outputs):
+            continue  # retrieval and probes have no predictive distribution
+        labels = outputs[0]["labels"]
+        if labels.ndim != 1:
+            continue  # multi-label sets
+        for i, o in enumerate(outputs[1:], 1):
+            if not np.array_equal(o["labels"], labels):
+                raise ValueError(
+                    f"Ensemble member {i} saw other {dataset} examples than member 0; "
+                    "evaluate every member on the same data."
+                )
+        probs = (softmax(o["logits"]) if "logits" in o else o["probs"] for o in outputs)
+        ensemble = {
+            **result,
+            "model": f"ensemble of {len(members)}",
+            "pretrained": ";".join(str(c) for c in checkpoints),
+            "metrics": {k: float(v) for k, v in predictive_metrics(probs, labels).items()},
+        }
+        (out_dir / f"{dataset}_{result['task']}.json").write_text(json.dumps(ensemble, indent=2))
+        results.append(ensemble)
+    if not results:
+        raise ValueError(f"The {suite} suite has no single-label classification task to ensemble.")
+    write_tables(results, out_dir)
+    return results
+
+
 def _reliability_png(outputs: Path, out_dir: Path, dataset: str, model_name: str) -> None:
     """OUT/DATASET_reliability.png for single-label predictions (zero-shot logits or a
     classifier's softmax locs); multi-label, retrieval and probe outputs have none."""

@@ -163,3 +163,23 @@ def test_suites_check_the_model_kind(tmp_path):
         run_suite(tmp_path, "imagetext", tmp_path / "o", config_spec=classifier)
     with pytest.raises(ValueError, match="evaluates classifiers"):
         run_suite(tmp_path, "supervised", tmp_path / "o", config_spec=load_config(SPEC))
+
+
+def test_an_ensemble_of_identical_members_equals_the_member(tiny_run, data_dir, tmp_path):
+    out = tmp_path / "ens"
+    args = ["eval", "--checkpoint", str(tiny_run), "--checkpoint", str(tiny_run), "--out", str(out)]
+    assert main(args) == 0
+    name = "imagetext_heldout_zeroshot_classification.json"
+    ensemble = json.loads((out / name).read_text())
+    member = json.loads((out / "member_0" / name).read_text())["metrics"]
+    assert ensemble["model"] == "ensemble of 2"
+    for key in ("acc1", "acc5", "ece", "nll", "brier"):
+        assert ensemble["metrics"][key] == pytest.approx(member[key], abs=1e-6)
+    # Members that agree everywhere carry no knowledge (mutual information) uncertainty.
+    assert ensemble["metrics"]["knowledge_uncertainty"] == pytest.approx(0.0, abs=1e-9)
+    assert ensemble["metrics"]["total_uncertainty"] > 0
+    # Retrieval and probes have no predictive distribution to average.
+    assert sorted(p.name for p in out.glob("*.json")) == [
+        "imagetext_heldout_zeroshot_classification.json",
+        "imagetext_test_zeroshot_classification.json",
+    ]
