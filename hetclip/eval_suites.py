@@ -101,14 +101,11 @@ def load_model_params(checkpoint: str | Path, config) -> dict:
 
     text = str(checkpoint)
     if ".npz" in text:
-        from data_pipelines.input import pipeline_from_config
         from towers.checkpoints import load_params
 
         # Position embeddings make parameter shapes depend on the input size: take it from
-        # one example of the eval pipeline.
-        pipeline = pipeline_from_config(config.input, pp_key="pp_eval", seed=0)
-        example = next(pipeline.eval_batches())
-        inputs = {k: example[k][:1] for k in ("image", "text") if k in example}
+        # a synthetic example through the config's eval preprocessing (no data set needed).
+        inputs = example_inputs(config)
         model = build_model(config.model)
         reference = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), inputs)
         reference = reference["params"]
@@ -118,6 +115,30 @@ def load_model_params(checkpoint: str | Path, config) -> dict:
     path = Path(text)
     folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
     return read_checkpoint(folder)["params"]
+
+
+def example_inputs(config) -> dict:
+    """{"image": [1, H, W, C]} (plus "text": [1, L] for two-tower models) shaped like the
+    config's evaluation inputs: a blank image through the image ops of pp_eval, one prompt
+    through pp_text."""
+    import io
+
+    import tensorflow as tf
+    from PIL import Image
+
+    from data_pipelines import ops
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (256, 256)).save(buffer, format="PNG")
+    example = {"image": tf.constant(buffer.getvalue()), "_rng": tf.constant([0, 0], tf.int64)}
+    image = ops.build(ops.image_part(config.input.pp_eval))(example)["image"]
+    inputs = {"image": image.numpy()[None]}
+    if config.model.kind == "two_towers":
+        from hetclip.models import build_model
+        from hetclip.train.embedder import Embedder
+
+        inputs["text"] = Embedder(build_model(config.model), config, None).tokenize(["a"])
+    return inputs
 
 
 def config_for(checkpoint: str | Path, config_spec):

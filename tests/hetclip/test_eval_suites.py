@@ -183,3 +183,12 @@ def test_an_ensemble_of_identical_members_equals_the_member(tiny_run, data_dir, 
         "imagetext_heldout_zeroshot_classification.json",
         "imagetext_test_zeroshot_classification.json",
     ]
+
+
+def test_example_inputs_follow_the_eval_preprocessing_without_the_data(data_dir):
+    from hetclip.eval_suites import example_inputs
+
+    inputs = example_inputs(load_config(SPEC))  # only the tokenizer is read
+    assert inputs["image"].shape == (1, 16, 16, 3) and inputs["text"].shape == (1, 16)
+    classifier = example_inputs(load_config("fashion_mnist.py:size=mu"))
+    assert set(classifier) == {"image"} and classifier["image"].shape == (1, 32, 32, 3)
