@@ -80,11 +80,8 @@ def _sigmoid_metrics(probs: np.ndarray, labels: np.ndarray, num_bins: int = 15) 
 
 def _pass(embedder: Embedder, params, spec: Mapping[str, Any], split_key: str, data_key: str):
     """{"phi", "label"} of one pass over spec[split_key] (config data) or spec[data_key]."""
-    from data_pipelines.ops import image_part
-
     if spec.get(data_key) is not None:
-        pp = spec.get("pp") or f"{image_part(embedder.config.input.pp_eval)}|keep('image', 'label')"
-        pipeline = embedder.pipeline(data=spec[data_key], pp=pp)
+        pipeline = embedder.labelled_pipeline(spec[data_key], "label", spec.get("pp"))
     else:
         pipeline = embedder.pipeline(split=spec[split_key], pp=spec.get("pp"))
     return embedder.collect(

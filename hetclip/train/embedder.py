@@ -52,6 +52,14 @@ class Embedder:
             input_config, pp_key="pp_eval", split=split, seed=int(self.config.seed)
         )
 
+    def labelled_pipeline(self, data: Mapping, label_key: str = "label", pp: str | None = None):
+        """The eval pipeline of a labelled source spec: `pp`, or by default the image ops of
+        config.input.pp_eval keeping the image and `label_key`."""
+        from data_pipelines.ops import image_part
+
+        pp = pp or f"{image_part(self.config.input.pp_eval)}|keep('image', '{label_key}')"
+        return self.pipeline(data=data, pp=pp)
+
     def collect(
         self,
         params,

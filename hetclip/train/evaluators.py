@@ -109,14 +109,9 @@ CLASS_SETS = {"imagenet": lambda: _prompts("class_names"), "imagenet21k": _image
 def _source_images(embedder: Embedder, params, spec: Mapping[str, Any]):
     """(class names, {"zimg", noise outputs, "label" or "labels"}) of a labelled data source:
     TFDS (imagenet2012, imagenet_v2, ...), an image folder, or any other source kind."""
-    from data_pipelines.ops import image_part
-
     multilabel = bool(spec.get("multilabel", False))
     label_key = "labels" if multilabel else "label"
-    pp = spec.get("pp") or (
-        f"{image_part(embedder.config.input.pp_eval)}|keep('image', '{label_key}')"
-    )
-    pipeline = embedder.pipeline(data=spec["data"], pp=pp)
+    pipeline = embedder.labelled_pipeline(spec["data"], label_key, spec.get("pp"))
     if "classes" in spec:
         names = _named_list(spec["classes"], CLASS_SETS, "class")
     elif hasattr(pipeline.source, "class_names"):
