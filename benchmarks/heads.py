@@ -75,11 +75,12 @@ def _measure(fn, args, repeats: int) -> dict:
     }
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> float:
+    """Best of `repeats` jit(jnp.dot) products of two random [size, size] `dtype` matrices."""
     import jax
     import jax.numpy as jnp
 
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), dtype)
     dot = jax.jit(jnp.dot)
     jax.block_until_ready(dot(a, a))
     best = float("inf")

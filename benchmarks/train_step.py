@@ -3,11 +3,14 @@
   python benchmarks/train_step.py [--repeats 3] [--only tiny] [--out results.json]
 
 One step = towers forward + loss + backward + AdamW update (hetclip.train.step.make_train_step,
-jitted, on a one-device mesh) on synthetic batches, so the input pipeline is not measured here
-(see data_throughput.py). FLOPs are XLA's count of the compiled step (cost_analysis), which
-includes everything executed; MFU = FLOPs / step time / the float32 matmul peak measured at the
-start of the same run (jit(jnp.dot) at 2048^3). The HET-XL rows are reported as a ratio to the
-deterministic CLIP step of the same towers, measured alternately in the same run.
+jitted, on a one-device mesh) on synthetic batches held on the device, so the input pipeline is
+not measured here (see data_throughput.py). FLOPs are XLA's count of the lowered step
+(cost_analysis), which includes everything the step computes (where XLA gives none, on a GPU,
+two_tower_train_flops: matmuls only, 3x the forward); MFU = FLOPs / step time / the
+matmul peak measured at the start of the same run (jit(jnp.dot): float32 at 2048^3 on the CPU;
+bfloat16 at 8192^3 for the GPU rows, which run only with --only GPU). The HET-XL rows are
+reported as a ratio to the deterministic CLIP step of the same towers, measured alternately in
+the same run.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+
+# XLA's cost analysis counts a scanned layer stack's body once, so FLOP counts need the layers
+# unrolled; remat is off because a batch of 256 fits on one GPU without it.
+NO_REMAT_UNROLLED = {
+    f"model.{tower}.{option}": False for tower in ("image", "text") for option in ("remat", "scan")
+}
 
 SETUPS = {
     # name: (config spec, overrides, resolution, text length)
@@ -39,14 +48,58 @@ SETUPS = {
         224,
         32,
     ),
+    # Run only with --only GPU, on a CUDA machine: clip_vit_b16.py (bfloat16).
+    "GPU ViT-B/16 CLIP bfloat16 224px, batch 256": (
+        "clip_vit_b16.py:hetxl=False,batch=256",
+        NO_REMAT_UNROLLED,
+        224,
+        64,
+    ),
+    "GPU ViT-B/16 HET-XL CLIP bfloat16 224px, batch 256": (
+        "clip_vit_b16.py:hetxl=True,batch=256",
+        NO_REMAT_UNROLLED,
+        224,
+        64,
+    ),
 }
 
 
-def matmul_peak_gflops() -> float:
+def matmul_peak_gflops(**options) -> float:
+    """heads.matmul_peak_gflops (size, repeats, dtype options)."""
     spec = importlib.util.spec_from_file_location("heads_benchmark", os.path.join(HERE, "heads.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.matmul_peak_gflops()
+    return module.matmul_peak_gflops(**options)
+
+
+def transformer_flops(width: int, depth: int, mlp_dim: int, tokens: int) -> float:
+    """Forward matmul FLOPs of one example through a pre-LN transformer encoder: q, k, v, out
+    (4 w^2) and MLP (2 w m) per token, and the [T, T] scores and their product with v."""
+    return (
+        2.0 * tokens * depth * (4 * width**2 + 2 * width * mlp_dim)
+        + 4.0 * depth * tokens**2 * width
+    )
+
+
+def two_tower_train_flops(model: dict, res: int, text_len: int, batch: int) -> float:
+    """Model FLOPs of a contrastive training step (3x the forward: Kaplan et al. 2020's count),
+    matmuls only: image and text encoders, patch embedding and the two projections. Used where
+    XLA gives no count; within 1% of XLA's CPU count for the ViT-B/16 and ViT-S/16 steps."""
+    from towers.vit import VIT_SIZES, parse_variant
+
+    image_size, (patch, _) = parse_variant(model["image"]["variant"])
+    patches = (res // patch) ** 2
+    text = model["text"]
+    size = VIT_SIZES[text["variant"]]
+    width, depth = text.get("width") or size.width, text.get("depth") or size.depth
+    mlp_dim = text.get("mlp_dim") or size.mlp_dim
+    forward = (
+        transformer_flops(image_size.width, image_size.depth, image_size.mlp_dim, patches + 1)
+        + 2.0 * patches * patch**2 * 3 * image_size.width
+        + transformer_flops(width, depth, mlp_dim, text_len)
+        + 2.0 * (image_size.width + width) * model["embed_dim"]
+    )
+    return 3 * forward * batch
 
 
 def build_step(spec: str, overrides: dict, res: int, text_len: int):
@@ -80,15 +133,23 @@ def build_step(spec: str, overrides: dict, res: int, text_len: int):
     mesh = make_mesh({"data": 1}, jax.devices()[:1])
     model = build_model(config.model)
     params, shardings = init_params(model, batch, 0, mesh)
-    lr = optim.schedule(config.schedule, 1000)
+    lr = optim.schedule(config.schedule, int(config.total_steps))
     tx = optim.optimizer(config.optim, lr, params)
     state, state_shardings = init_state(tx, params, shardings, mesh)
     step = make_train_step(
         make_objective(model, config, mesh), tx, lr, seed=0, mesh=mesh, shardings=state_shardings
     )
-    flops = step.lower(state, batch).compile().cost_analysis()
-    flops = flops[0] if isinstance(flops, list) else flops
-    return step, state, batch, float(flops["flops"]), batch_size
+    # Count before XLA's rewrites: a compiled GPU module's matmuls are cuBLAS custom calls,
+    # which its cost analysis does not count (on the CPU the two counts agree within 1%).
+    cost = step.lower(state, batch).cost_analysis()  # None on some backends (a GPU)
+    cost = cost[0] if isinstance(cost, list) else cost
+    if cost:
+        flops = float(cost["flops"])
+    else:
+        flops = two_tower_train_flops(config.model, res, text_len, batch_size)
+    # Keep the synthetic batch on the device, as a prefetching input pipeline does.
+    batch = jax.device_put(batch, jax.devices()[0])
+    return step, state, batch, flops, batch_size
 
 
 def time_steps(step, state, batch, repeats: int):
@@ -112,18 +173,18 @@ def main() -> None:
     parser.add_argument("--only", help="run only setups whose name contains this")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "train_step.json"))
     args = parser.parse_args()
-    peak = matmul_peak_gflops()
-    print(f"matmul peak (float32, jit(jnp.dot) 2048^3): {peak:.0f} GFLOP/s", flush=True)
-    built = {
-        name: build_step(*setup)
-        for name, setup in SETUPS.items()
-        if not args.only or args.only in name
-    }
+    names = [n for n in SETUPS if (args.only in n if args.only else not n.startswith("GPU"))]
+    gpu = any(name.startswith("GPU") for name in names)
+    size, dtype = (8192, "bfloat16") if gpu else (2048, "float32")
+    peak = matmul_peak_gflops(size=size, dtype=dtype, repeats=10 if gpu else 5)
+    print(f"matmul peak ({dtype}, jit(jnp.dot) {size}^3): {peak:.0f} GFLOP/s", flush=True)
+    built = {name: build_step(*SETUPS[name]) for name in names}
     best = {name: float("inf") for name in built}
     states = {name: b[1] for name, b in built.items()}
+    repeats = args.repeats * (10 if gpu else 1)  # GPU steps are short: time more of them
     for _ in range(args.rounds):  # alternate so machine noise hits every setup alike
         for name, (step, _, batch, _, _) in built.items():
-            states[name], seconds = time_steps(step, states[name], batch, args.repeats)
+            states[name], seconds = time_steps(step, states[name], batch, repeats)
             best[name] = min(best[name], seconds)
     rows = []
     for name, (_, _, _, flops, batch_size) in built.items():

@@ -2,14 +2,17 @@
 
   python -m venv /tmp/bench && /tmp/bench/bin/pip install torch==2.13.0 open_clip_torch
   python benchmarks/vs_open_clip.py --torch-python /tmp/bench/bin/python [--rounds 2]
+  python benchmarks/vs_open_clip.py --torch-python python3 --only GPU     (on a CUDA machine)
 
 torch and open_clip live in a separate, benchmark-only environment (never a dependency of
 hetclip). This script runs the JAX side itself and drives a worker process in that environment
 (this same file with --worker); each round times a few steps of open_clip, then of hetclip, so
 machine noise hits both alike. A step is forward, CLIP loss, backward and AdamW on both sides,
-on synthetic batches, 2 threads for torch. FLOPs are XLA's count of hetclip's compiled step
-(the architectures match layer for layer; open_clip's text tower is causal, which changes no
-FLOP count), and MFU is against the float32 matmul peak measured at the start of the run.
+on synthetic batches, 2 threads for torch on the CPU. FLOPs are XLA's count of hetclip's
+lowered step (the architectures match layer for layer; open_clip's text tower is causal, which
+changes no FLOP count), and MFU is against the matmul peak measured at the start of the run
+(float32 at 2048^3 on the CPU; bfloat16 at 8192^3 on a GPU, where both sides compute in bfloat16
+with float32 parameters: open_clip's `--precision amp_bf16`, hetclip's dtype "bfloat16").
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-# name: (open_clip model config, hetclip overrides of default.py, image size, context, batch)
+CPU_SPEC = "default.py:hetxl=False,res={size},batch={batch}"
+
+# name: (open_clip model config, hetclip overrides of the config, image size, context, batch)
 SETUPS = {
     "ViT w192 d12 p8 @64px + text w256 d6, batch 256": (
         {
@@ -88,7 +94,30 @@ SETUPS = {
         32,
         64,
     ),
+    # open_clip's ViT-B-16; hetclip's clip_vit_b16.py, unrolled, without remat.
+    "GPU ViT-B/16 @224px + text w512 d12 ctx 77, batch 256, bfloat16": (
+        {
+            "embed_dim": 512,
+            "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 16},
+            "text_cfg": {
+                "context_length": 77,
+                "vocab_size": 49408,
+                "width": 512,
+                "heads": 8,
+                "layers": 12,
+            },
+        },
+        None,  # train_step.NO_REMAT_UNROLLED, filled in by main()
+        224,
+        77,
+        256,
+    ),
 }
+GPU_SPEC = "clip_vit_b16.py:batch={batch},vocab=49408"
+
+
+def on_gpu(name: str) -> bool:
+    return name.startswith("GPU")
 
 
 # --- torch worker (runs in the benchmark venv; imports no JAX) ----------------------------------
@@ -103,25 +132,38 @@ def worker(name: str) -> None:
     sys.modules.setdefault(
         "torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations")
     )
+    import contextlib
+
     import open_clip
     import torch
 
-    torch.set_num_threads(2)
     model_config, _, size, context, batch = SETUPS[name]
-    model = open_clip.model.CLIP(**model_config)
+    device = "cuda" if on_gpu(name) else "cpu"
+    if device == "cpu":
+        torch.set_num_threads(2)
+    model = open_clip.model.CLIP(**model_config).to(device)
     loss_fn = open_clip.ClipLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
-    images = torch.rand(batch, 3, size, size) * 2 - 1
-    texts = torch.randint(1, 32000, (batch, context))
+    images = torch.rand(batch, 3, size, size, device=device) * 2 - 1
+    texts = torch.randint(1, 32000, (batch, context), device=device)
     params = sum(p.numel() for p in model.parameters())
+    autocast = (
+        (lambda: torch.autocast("cuda", dtype=torch.bfloat16))
+        if device == "cuda"
+        else contextlib.nullcontext
+    )
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step():
-        image_features, text_features, logit_scale = model(images, texts)[:3]
-        loss = loss_fn(image_features, text_features, logit_scale)
+        with autocast():
+            image_features, text_features, logit_scale = model(images, texts)[:3]
+            loss = loss_fn(image_features, text_features, logit_scale)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        synchronize()
 
+    step()
     step()
     print(
         json.dumps(
@@ -140,7 +182,7 @@ def worker(name: str) -> None:
             start = time.perf_counter()
             step()
             times.append(time.perf_counter() - start)
-        print(json.dumps({"best_s": min(times)}), flush=True)
+        print(json.dumps({"best_s": min(times), "median_s": statistics.median(times)}), flush=True)
 
 
 # --- JAX side -------------------------------------------------------------------------------
@@ -166,13 +208,19 @@ def main() -> None:
     import numpy as np
 
     train_step = _load("train_step")
-    peak = train_step.matmul_peak_gflops()
-    print(f"matmul peak (float32): {peak:.0f} GFLOP/s", flush=True)
+    # GPU setups run only when asked for (--only GPU).
+    names = [n for n in SETUPS if (args.only in n if args.only else not on_gpu(n))]
+    gpu = any(on_gpu(name) for name in names)
+    peak_dtype = "bfloat16" if gpu else "float32"
+    peak = train_step.matmul_peak_gflops(
+        size=8192 if gpu else 2048, repeats=10 if gpu else 5, dtype=peak_dtype
+    )
+    print(f"matmul peak ({peak_dtype}): {peak:.0f} GFLOP/s", flush=True)
     rows = []
-    for name, (_, overrides, size, context, batch) in SETUPS.items():
-        if args.only and args.only not in name:
-            continue
-        spec = f"default.py:hetxl=False,res={size},batch={batch}"
+    for name in names:
+        _, overrides, size, context, batch = SETUPS[name]
+        overrides = train_step.NO_REMAT_UNROLLED if overrides is None else overrides
+        spec = (GPU_SPEC if on_gpu(name) else CPU_SPEC).format(size=size, batch=batch)
         step, state, inputs, flops, _ = train_step.build_step(spec, overrides, size, context)
         params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
         torch_worker = subprocess.Popen(
@@ -183,11 +231,12 @@ def main() -> None:
         )
         info = json.loads(torch_worker.stdout.readline())
         ours, theirs = float("inf"), float("inf")
+        steps = args.steps * (10 if on_gpu(name) else 1)
         for _ in range(args.rounds):
-            torch_worker.stdin.write(f"{args.steps}\n")
+            torch_worker.stdin.write(f"{steps}\n")
             torch_worker.stdin.flush()
             theirs = min(theirs, json.loads(torch_worker.stdout.readline())["best_s"])
-            state, seconds = train_step.time_steps(step, state, inputs, args.steps)
+            state, seconds = train_step.time_steps(step, state, inputs, steps)
             ours = min(ours, seconds)
         torch_worker.stdin.close()
         torch_worker.wait()

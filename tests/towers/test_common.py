@@ -1,7 +1,9 @@
-"""The attention the towers use equals flax's reference dot-product attention."""
+"""The attention the towers use equals flax's reference dot-product attention; cuDNN's fused
+kernel is picked only where it applies."""
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -24,3 +26,48 @@ def test_fused_attention_equals_flax_reference_with_and_without_mask():
         )
     with pytest.raises(ValueError, match="dropout"):
         fused_attention(query, key, value, dropout_rate=0.1)
+
+
+def test_attention_implementation_picks_cudnn_only_for_unmasked_16_bit_gpu_attention(monkeypatch):
+    import towers.common as common
+
+    bf16 = jnp.zeros((2, 5, 2, 64), jnp.bfloat16)
+    assert common.attention_implementation(bf16) is None  # this CPU
+    monkeypatch.setattr(common.jax, "default_backend", lambda: "gpu")
+    assert common.attention_implementation(bf16) == "cudnn"
+    assert common.attention_implementation(bf16.astype(jnp.float32)) is None
+    assert common.attention_implementation(bf16, mask=jnp.ones((5, 5), bool)) is None
+    assert common.attention_implementation(jnp.zeros((2, 5, 2, 256), jnp.bfloat16)) is None
+    # Where cuDNN cannot run (here: none is installed), XLA's attention gives the result.
+    query, key, value = (
+        jax.random.normal(jax.random.PRNGKey(i), (2, 5, 2, 64)).astype(jnp.bfloat16)
+        for i in range(3)
+    )
+    np.testing.assert_allclose(
+        np.asarray(common.fused_attention(query, key, value), np.float32),
+        np.asarray(nn.dot_product_attention(query, key, value), np.float32),
+        atol=2e-2,
+    )
+
+
+@pytest.mark.parametrize("queries,keys", [(197, 197), (1, 196), (64, 64)])
+def test_padded_attention_equals_unpadded_values_and_gradients(queries, keys):
+    from towers.common import padded_attention
+
+    rng = jax.random.split(jax.random.PRNGKey(1), 3)
+    query = jax.random.normal(rng[0], (2, queries, 3, 8))
+    key = jax.random.normal(rng[1], (2, keys, 3, 8))
+    value = jax.random.normal(rng[2], (2, keys, 3, 8))
+
+    def loss(attend):
+        return lambda q, k, v: jnp.sum(jnp.sin(attend(q, k, v)))
+
+    padded = lambda q, k, v: padded_attention(q, k, v, "xla")  # noqa: E731
+    assert padded(query, key, value).shape == query.shape
+    np.testing.assert_allclose(
+        padded(query, key, value), nn.dot_product_attention(query, key, value), atol=1e-5
+    )
+    grads = jax.grad(loss(padded), argnums=(0, 1, 2))(query, key, value)
+    expected = jax.grad(loss(nn.dot_product_attention), argnums=(0, 1, 2))(query, key, value)
+    for got, want in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)

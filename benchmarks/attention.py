@@ -1,0 +1,89 @@
+"""Attention implementations at a ViT-B/16 shape: error against float32 and fwd+bwd time.
+
+  python benchmarks/attention.py [--batch 256] [--tokens 197,256] [--heads 12] [--head-dim 64]
+
+Times jit(grad) of sum(attention(q, k, v) * w) for XLA's attention and, on a GPU, cuDNN's fused
+kernel, plain and on sequences padded to a multiple of 64 (towers.common.padded_attention, what
+towers.common.fused_attention runs there), in bfloat16, alternately; the error of
+each is ||out - ref|| / ||ref|| against XLA's attention on the float32 upcast of the same inputs.
+Shapes cuDNN rejects (JAX raises NotImplementedError, e.g. 197 tokens) are reported as such.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+
+
+def main() -> None:
+    import jax
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--tokens", default="197,256", help="comma-separated sequence lengths")
+    parser.add_argument("--heads", type=int, default=12)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    print(f"attention fwd+bwd, bfloat16, on {jax.devices()[0].device_kind}")
+    for tokens in map(int, args.tokens.split(",")):
+        compare((args.batch, tokens, args.heads, args.head_dim), args.repeats)
+
+
+def compare(shape: tuple[int, int, int, int], repeats: int) -> None:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    q, k, v, w = (
+        jax.random.normal(jax.random.PRNGKey(i), shape, jnp.float32).astype(jnp.bfloat16)
+        for i in range(4)
+    )
+    reference = jax.nn.dot_product_attention(*(x.astype(jnp.float32) for x in (q, k, v)))
+    batch, tokens, heads, head_dim = shape
+    flops = 3 * 4 * batch * heads * tokens**2 * head_dim  # 2 [T, T, d] matmuls fwd, 4 bwd
+    timed = {}
+    from towers.common import padded_attention
+
+    gpu = jax.default_backend() == "gpu"
+    for name in ["xla"] + (["cudnn", "cudnn, padded"] if gpu else []):
+
+        def attend(q, k, v, name=name):
+            if name.endswith("padded"):  # what towers.common.fused_attention runs
+                return padded_attention(q, k, v, "cudnn")
+            return jax.nn.dot_product_attention(q, k, v, implementation=name)
+
+        def loss(q, k, v, w, attend=attend):
+            return jnp.sum(attend(q, k, v).astype(jnp.float32) * w.astype(jnp.float32))
+
+        grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))
+        try:
+            out = jax.jit(attend)(q, k, v).astype(jnp.float32)
+            jax.block_until_ready(grad(q, k, v, w))
+        except NotImplementedError as error:
+            print(f"{shape} {name}: unsupported ({error})")
+            continue
+        error = float(jnp.linalg.norm(out - reference) / jnp.linalg.norm(reference))
+        assert np.isfinite(error) and error < 2e-2, f"{name} attention is wrong: {error}"
+        timed[name] = (grad, error, float("inf"))
+    for _ in range(2):  # alternating rounds
+        for name, (grad, error, best) in timed.items():
+            for _ in range(repeats):
+                start = time.perf_counter()
+                jax.block_until_ready(grad(q, k, v, w))
+                best = min(best, time.perf_counter() - start)
+            timed[name] = (grad, error, best)
+    for name, (_, error, best) in timed.items():
+        print(
+            f"{shape} {name}: {best * 1e3:.2f} ms ({best / timed['xla'][2]:.2f}x XLA), "
+            f"{flops / best / 1e12:.1f} TFLOP/s, relative error {error:.1e}"
+        )
+
+
+if __name__ == "__main__":
+    main()
