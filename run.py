@@ -13,6 +13,7 @@ Each command creates what it needs itself and is idempotent: the virtual environ
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -69,7 +70,12 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("HETCLIP_DATA_DIR", str(ROOT / "data"))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
+    # Huge pages for XLA:CPU's buffers (why: hetclip/hugepages.py, standard library only).
+    helper = ROOT / "hetclip" / "hugepages.py"
+    spec = importlib.util.spec_from_file_location("hetclip_hugepages", helper)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.with_huge_pages(env)
 
 
 def main_job(python: Path, extra: list[str]) -> int:

@@ -341,6 +341,7 @@ def main() -> None:
     )
     parser.add_argument("--classes", type=int, nargs="+", help="only these K (heads suite)")
     parser.add_argument("--samples", type=int, nargs="+", help="only these S (heads suite)")
+    parser.add_argument("--losses", nargs="+", help="only these losses (contrastive suite)")
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--out", help="also write the JSON results here")
     args = parser.parse_args()
@@ -360,7 +361,11 @@ def main() -> None:
     if args.suite in ("heads", "all"):
         configs += head_configs(args.quick, args.repeats, args.classes, args.samples)
     if args.suite in ("contrastive", "all"):
-        configs += contrastive_configs(args.quick, args.repeats)
+        configs += [
+            c
+            for c in contrastive_configs(args.quick, args.repeats)
+            if not args.losses or c["loss"] in args.losses
+        ]
     results = []
     for config in configs:
         if config.get("kind") == "hetxl_materialised" and materialised_gb(config) > (
@@ -407,4 +412,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from hetclip import hugepages  # as the hetclip command runs (HETCLIP_HUGEPAGES=0: without)
+
+    hugepages.reexec_with_huge_pages()
     main()

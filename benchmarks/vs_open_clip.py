@@ -213,7 +213,7 @@ def main() -> None:
     gpu = any(on_gpu(name) for name in names)
     peak_dtype = "bfloat16" if gpu else "float32"
     peak = train_step.matmul_peak_gflops(
-        size=8192 if gpu else 2048, repeats=10 if gpu else 5, dtype=peak_dtype
+        size=8192 if gpu else 2048, repeats=10 if gpu else 20, dtype=peak_dtype
     )
     print(f"matmul peak ({peak_dtype}): {peak:.0f} GFLOP/s", flush=True)
     rows = []
@@ -265,4 +265,7 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         worker(sys.argv[2])
     else:
+        from hetclip import hugepages  # both sides inherit it (HETCLIP_HUGEPAGES=0: neither)
+
+        hugepages.reexec_with_huge_pages()
         main()

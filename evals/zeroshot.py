@@ -134,7 +134,15 @@ def predictive_metrics(
     a HET-XL model's noise samples), consumed one at a time: probs_metrics of the average plus
     the mean total / data / knowledge uncertainty (evals.uncertainty) and misclassification
     detection by the total uncertainty, each key prefixed with `prefix`."""
-    parts = uncertainty_decomposition(member_probs)
+    return decomposed_metrics(uncertainty_decomposition(member_probs), labels, num_bins, prefix)
+
+
+def decomposed_metrics(
+    parts: dict[str, np.ndarray], labels: np.ndarray, num_bins: int = 15, prefix: str = ""
+) -> dict:
+    """predictive_metrics of an evals.uncertainty.uncertainty_decomposition already computed,
+    so that its per-example uncertainties [N] can serve further metrics (OOD scores) without
+    drawing the members again."""
     metrics = {
         f"{prefix}{k}": v
         for k, v in probs_metrics(parts["mean_probs"], labels, num_bins).items()

@@ -19,6 +19,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hetclip import hugepages
+
 CONFIG_HELP = (
     "config file, optionally with arguments: path/to/config.py:key=val,key2=val2 (shipped "
     "configs by name, e.g. default.py); override keys with --config.a.b=value"
@@ -366,5 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `hetclip` command: main() in a process with huge pages on (hetclip/hugepages.py)."""
+    hugepages.reexec_with_huge_pages()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -65,14 +65,19 @@ def world_logits(rows: jax.Array, cols: jax.Array, log_scale: jax.Array) -> jax.
     )
 
 
-def _sides(params, aux, key, chunk_size):
-    """The chunk's noisy row and column embeddings from params / aux of a block."""
+def _sides(params, aux, key, chunk_size, col_axes=None):
+    """The chunk's noisy row and column embeddings from params / aux of a block. With col_axes
+    (inside shard_map) each device holds only its share of the columns: it draws their noise
+    and the noisy columns [B_l, C, D] are gathered over those mesh axes into [B, C, D], so no
+    device draws another's noise (the gather's transpose returns each share's gradient)."""
     rows = noisy_embeddings(
         params["rows"], params["row_noise"], aux["row_ids"], key, aux["row_side"], chunk_size
     )
     cols = noisy_embeddings(
         params["cols"], params["col_noise"], aux["col_ids"], key, aux["col_side"], chunk_size
     )
+    if col_axes:
+        cols = jax.lax.all_gather(cols, col_axes, axis=0, tiled=True)
     return rows, cols
 
 
@@ -115,17 +120,21 @@ def matched_row_log_probs(
     return positive - log_sum
 
 
-def _row_softmax_terms(params, aux, key, chunk_size, column_block=None):
+def _row_softmax_terms(params, aux, key, chunk_size, column_block=None, col_axes=None):
     """[B_rows, C]: log softmax over columns at the match (row i <-> column i + offset)."""
-    rows, cols = _sides(params, aux, key, chunk_size)
+    rows, cols = _sides(params, aux, key, chunk_size, col_axes)
     return matched_row_log_probs(rows, cols, params["log_scale"], aux["offset"], column_block).T
 
 
 def _sigmoid_terms(params, aux, key, chunk_size):
-    """[2, B_rows, B_cols, C]: log sigmoid(+-(L_s + b)) of every pair."""
+    """[B_rows, B_cols, C]: log sigmoid(+(L_s + b)) for the matching pair (row i <-> column
+    i + offset), log sigmoid(-(L_s + b)) for every other pair: the one term of
+    z log p + (1 - z) log(1 - p) that each pair needs (half the work of computing both)."""
     logits = world_logits(*_sides(params, aux, key, chunk_size), params["log_scale"])
     logits = jnp.moveaxis(logits + params["bias"], 0, -1)
-    return jnp.stack([jax.nn.log_sigmoid(logits), jax.nn.log_sigmoid(-logits)])
+    rows, cols = logits.shape[:2]
+    positives = (jnp.arange(rows)[:, None] + aux["offset"]) == jnp.arange(cols)[None]
+    return jax.nn.log_sigmoid(jnp.where(positives[..., None], logits, -logits))
 
 
 def _block(rows, cols, row_noise, col_noise, row_ids, col_ids, row_side, col_side, offset=0):
@@ -156,14 +165,16 @@ def softmax_direction_log_probs(
     num_samples,
     chunk_size,
     column_block: int | None = None,
+    col_axes: tuple[str, ...] | None = None,
 ) -> jax.Array:
     """[B_rows]: log (1/S) sum_s softmax(L_s[i, :])_{i + offset} for one block of the batch
-    (columns visited `column_block` at a time when given)."""
+    (columns visited `column_block` at a time when given). With col_axes (inside shard_map),
+    cols / col_noise / col_ids are this device's share of the columns, gathered noisy."""
     params, aux = _block(
         rows, cols, row_noise, col_noise, row_ids, col_ids, row_side, col_side, offset
     )
     params["log_scale"] = log_scale
-    terms = functools.partial(_row_softmax_terms, column_block=column_block)
+    terms = functools.partial(_row_softmax_terms, column_block=column_block, col_axes=col_axes)
     return mc.log_mean_exp(terms, params, aux, key, num_samples, chunk_size)
 
 
@@ -183,11 +194,11 @@ def sigmoid_block_log_likelihood(
     chunk_size,
 ) -> jax.Array:
     """Scalar sum over the block's pairs of z log p + (1 - z) log(1 - p); rows are images."""
-    params, aux = _block(rows, cols, row_noise, col_noise, row_ids, col_ids, IMAGE_SIDE, TEXT_SIDE)
+    params, aux = _block(
+        rows, cols, row_noise, col_noise, row_ids, col_ids, IMAGE_SIDE, TEXT_SIDE, offset
+    )
     params.update(log_scale=log_scale, bias=bias)
-    log_p, log_not_p = mc.log_mean_exp(_sigmoid_terms, params, aux, key, num_samples, chunk_size)
-    positives = (jnp.arange(rows.shape[0])[:, None] + offset) == jnp.arange(cols.shape[0])[None]
-    return jnp.where(positives, log_p, log_not_p).sum()
+    return mc.log_mean_exp(_sigmoid_terms, params, aux, key, num_samples, chunk_size).sum()
 
 
 def hetxl_clip_loss(

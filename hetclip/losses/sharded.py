@@ -46,10 +46,17 @@ def _gather(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
     return jax.lax.all_gather(x, axes, tiled=True)
 
 
-def _gather_noise(noise: NoiseParams | None, axes) -> NoiseParams | None:
+def _columns(embeddings: jax.Array, noise: NoiseParams | None, axes: tuple[str, ...]) -> dict:
+    """The column arguments of softmax_direction_log_probs for one side. Noisy columns stay
+    local: each device draws its own examples' noise and the noisy [B_l, C, D] are gathered
+    per chunk (col_axes), instead of every device drawing the whole global batch's noise.
+    Plain columns are gathered once."""
+    local_size = embeddings.shape[0]
     if noise is None:
-        return None
-    return NoiseParams(noise.factors, _gather(noise.scale, axes), _gather(noise.diag, axes))
+        gathered = _gather(embeddings, axes)
+        return dict(cols=gathered, col_noise=None, col_ids=jnp.arange(gathered.shape[0]))
+    local_ids = _axis_index(axes) * local_size + jnp.arange(local_size)
+    return dict(cols=embeddings, col_noise=noise, col_ids=local_ids, col_axes=axes)
 
 
 def _ring_sum(axes: tuple[str, ...], local_block, block_fn):
@@ -187,8 +194,6 @@ def sharded_hetxl_clip_loss(
         local_size = image.shape[0]
         offset = _axis_index(axes) * local_size
         local_ids = offset + jnp.arange(local_size)
-        all_image, all_text = _gather(image, axes), _gather(text, axes)
-        all_ids = jnp.arange(all_image.shape[0])
         common = dict(
             log_scale=log_scale,
             key=key,
@@ -199,28 +204,24 @@ def sharded_hetxl_clip_loss(
         )
         image_to_text = softmax_direction_log_probs(
             image,
-            all_text,
             row_noise=image_noise,
-            col_noise=_gather_noise(text_noise, axes),
             row_ids=local_ids,
-            col_ids=all_ids,
             row_side=IMAGE_SIDE,
             col_side=TEXT_SIDE,
+            **_columns(text, text_noise, axes),
             **common,
         )
         text_to_image = softmax_direction_log_probs(
             text,
-            all_image,
             row_noise=text_noise,
-            col_noise=_gather_noise(image_noise, axes),
             row_ids=local_ids,
-            col_ids=all_ids,
             row_side=TEXT_SIDE,
             col_side=IMAGE_SIDE,
+            **_columns(image, image_noise, axes),
             **common,
         )
         total = jax.lax.psum(image_to_text.sum() + text_to_image.sum(), axes)
-        return -total / (2 * all_image.shape[0])
+        return -total / (2 * local_size * jax.lax.psum(1, axes))
 
     in_specs = (batch, batch, P(), P(), _specs(batch, image_noise), _specs(batch, text_noise))
     return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P())(

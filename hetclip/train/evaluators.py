@@ -153,10 +153,11 @@ def _noisy_logits(params, images: dict, classes: np.ndarray, logit_scale: float,
         yield logit_scale * (images["zimg"] + np.asarray(eps)) @ classes.T
 
 
-def _zero_shot_ood(embedder, params, spec, images, classes, logit_scale: float, mc: bool):
+def _zero_shot_ood(embedder, params, spec, images, classes, logit_scale: float, mc_totals):
     """OOD detection AUROC of the zero-shot prediction: images of the prepared split
     spec["ood_split"] (categories none of the class names describe) against `images`, scored
-    by the entropy of the deterministic prediction and, with HET-XL noise, the MC total."""
+    by the entropy of the deterministic prediction and, with HET-XL noise, the MC total
+    uncertainty (mc_totals [N]: that of `images`, already computed for the mc_ metrics)."""
     from evals.uncertainty import entropy, ood_auroc, uncertainty_decomposition
     from evals.zeroshot import softmax, zero_shot_logits
 
@@ -167,25 +168,23 @@ def _zero_shot_ood(embedder, params, spec, images, classes, logit_scale: float, 
             entropy(softmax(zero_shot_logits(ood["zimg"], classes, logit_scale))),
         )
     }
-    if mc:
-        totals = [
-            uncertainty_decomposition(
-                softmax(logits)
-                for logits in _noisy_logits(params, side, classes, logit_scale, spec)
-            )["total"]
-            for side in (images, ood)
-        ]
-        metrics["mc_ood_auroc"] = ood_auroc(*totals)
+    if mc_totals is not None:
+        ood_totals = uncertainty_decomposition(
+            softmax(logits) for logits in _noisy_logits(params, ood, classes, logit_scale, spec)
+        )["total"]
+        metrics["mc_ood_auroc"] = ood_auroc(mc_totals, ood_totals)
     return metrics
 
 
 def zero_shot(embedder: Embedder, params, spec: Mapping[str, Any], out: Path | None):
     """Zero-shot classification of a prepared split into its categories' names, or (with
     "data") of any labelled source; HET-XL models also get MC-averaged ("mc_") metrics."""
+    from evals.uncertainty import uncertainty_decomposition
     from evals.zeroshot import (
         class_embeddings,
-        mc_zero_shot_metrics,
+        decomposed_metrics,
         multilabel_zero_shot_metrics,
+        softmax,
         zero_shot_logits,
         zero_shot_metrics,
     )
@@ -217,11 +216,17 @@ def zero_shot(embedder: Embedder, params, spec: Mapping[str, Any], out: Path | N
         metrics = zero_shot_metrics(logits, labels)
         mc = "img_scale" in images and int(spec.get("mc_samples", DEFAULT_MC_SAMPLES)) > 0
         spec = {"mc_samples": DEFAULT_MC_SAMPLES, **spec}
-        if mc:
-            samples = _noisy_logits(params, images, classes, logit_scale, spec)
-            metrics.update(mc_zero_shot_metrics(samples, labels))
+        mc_totals = None
+        if mc:  # HET-XL eq. 4's MC average: decomposed once, for the mc_ and OOD metrics
+            parts = uncertainty_decomposition(
+                softmax(s) for s in _noisy_logits(params, images, classes, logit_scale, spec)
+            )
+            metrics.update(decomposed_metrics(parts, labels, prefix="mc_"))
+            mc_totals = parts["total"]
         if spec.get("ood_split"):
-            metrics.update(_zero_shot_ood(embedder, params, spec, images, classes, logit_scale, mc))
+            metrics.update(
+                _zero_shot_ood(embedder, params, spec, images, classes, logit_scale, mc_totals)
+            )
     if out is not None:
         np.savez(out, logits=logits, labels=labels, class_names=np.asarray(names))
     return metrics

@@ -74,6 +74,9 @@ def test_eval_of_a_run_and_of_its_big_vision_export(tiny_run, data_dir, tmp_path
     assert {"acc1", "acc5", "mean_per_class_recall", "ece", "nll", "brier"} <= set(zeroshot)
     # The default model has HET-XL image noise: MC-averaged zero-shot metrics come with it.
     assert {"mc_acc1", "mc_ece", "mc_nll", "mc_knowledge_uncertainty"} <= set(zeroshot)
+    # imagetext_test holds out categories as OOD images: deterministic and MC AUROCs.
+    test_zeroshot = json.loads((tmp_path / "b" / files[3]).read_text())["metrics"]
+    assert 0 <= test_zeroshot["ood_auroc"] <= 1 and 0 <= test_zeroshot["mc_ood_auroc"] <= 1
     probe = json.loads((tmp_path / "b" / files[1]).read_text())["metrics"]
     # The planted set is tiny: the probe reports how many test examples it could score.
     assert probe["lp_num_test"] >= 0
