@@ -64,6 +64,23 @@ SETUPS = {
 }
 
 
+def on_gpu(setup: str) -> bool:
+    """GPU setups (named "GPU ...") run only when asked for by --only."""
+    return setup.startswith("GPU")
+
+
+def selected(setups, only: str | None) -> list[str]:
+    """Names of `setups` containing `only`; without it, every CPU setup."""
+    return [name for name in setups if (only in name if only else not on_gpu(name))]
+
+
+def measured_peak(gpu: bool) -> tuple[float, str]:
+    """(GFLOP/s, dtype) of this run's matmul peak: bfloat16 8192^3 products on a GPU, float32
+    2048^3 ones on the CPU (best of 10 / 20)."""
+    size, dtype = (8192, "bfloat16") if gpu else (2048, "float32")
+    return matmul_peak_gflops(size=size, dtype=dtype, repeats=10 if gpu else 20), dtype
+
+
 def matmul_peak_gflops(**options) -> float:
     """heads.matmul_peak_gflops (size, repeats, dtype options)."""
     spec = importlib.util.spec_from_file_location("heads_benchmark", os.path.join(HERE, "heads.py"))
@@ -173,11 +190,10 @@ def main() -> None:
     parser.add_argument("--only", help="run only setups whose name contains this")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "train_step.json"))
     args = parser.parse_args()
-    names = [n for n in SETUPS if (args.only in n if args.only else not n.startswith("GPU"))]
-    gpu = any(name.startswith("GPU") for name in names)
-    size, dtype = (8192, "bfloat16") if gpu else (2048, "float32")
-    peak = matmul_peak_gflops(size=size, dtype=dtype, repeats=10 if gpu else 20)
-    print(f"matmul peak ({dtype}, jit(jnp.dot) {size}^3): {peak:.0f} GFLOP/s", flush=True)
+    names = selected(SETUPS, args.only)
+    gpu = any(on_gpu(name) for name in names)
+    peak, dtype = measured_peak(gpu)
+    print(f"matmul peak ({dtype}, jit(jnp.dot)): {peak:.0f} GFLOP/s", flush=True)
     built = {name: build_step(*SETUPS[name]) for name in names}
     best = {name: float("inf") for name in built}
     states = {name: b[1] for name, b in built.items()}

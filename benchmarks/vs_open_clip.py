@@ -116,10 +116,6 @@ SETUPS = {
 GPU_SPEC = "clip_vit_b16.py:batch={batch},vocab=49408"
 
 
-def on_gpu(name: str) -> bool:
-    return name.startswith("GPU")
-
-
 # --- torch worker (runs in the benchmark venv; imports no JAX) ----------------------------------
 
 
@@ -138,7 +134,7 @@ def worker(name: str) -> None:
     import torch
 
     model_config, _, size, context, batch = SETUPS[name]
-    device = "cuda" if on_gpu(name) else "cpu"
+    device = "cuda" if _load("train_step").on_gpu(name) else "cpu"
     if device == "cpu":
         torch.set_num_threads(2)
     model = open_clip.model.CLIP(**model_config).to(device)
@@ -208,19 +204,15 @@ def main() -> None:
     import numpy as np
 
     train_step = _load("train_step")
-    # GPU setups run only when asked for (--only GPU).
-    names = [n for n in SETUPS if (args.only in n if args.only else not on_gpu(n))]
-    gpu = any(on_gpu(name) for name in names)
-    peak_dtype = "bfloat16" if gpu else "float32"
-    peak = train_step.matmul_peak_gflops(
-        size=8192 if gpu else 2048, repeats=10 if gpu else 20, dtype=peak_dtype
-    )
+    names = train_step.selected(SETUPS, args.only)
+    gpu = any(train_step.on_gpu(name) for name in names)
+    peak, peak_dtype = train_step.measured_peak(gpu)
     print(f"matmul peak ({peak_dtype}): {peak:.0f} GFLOP/s", flush=True)
     rows = []
     for name in names:
         _, overrides, size, context, batch = SETUPS[name]
         overrides = train_step.NO_REMAT_UNROLLED if overrides is None else overrides
-        spec = (GPU_SPEC if on_gpu(name) else CPU_SPEC).format(size=size, batch=batch)
+        spec = (GPU_SPEC if train_step.on_gpu(name) else CPU_SPEC).format(size=size, batch=batch)
         step, state, inputs, flops, _ = train_step.build_step(spec, overrides, size, context)
         params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
         torch_worker = subprocess.Popen(
@@ -231,7 +223,7 @@ def main() -> None:
         )
         info = json.loads(torch_worker.stdout.readline())
         ours, theirs = float("inf"), float("inf")
-        steps = args.steps * (10 if on_gpu(name) else 1)
+        steps = args.steps * (10 if train_step.on_gpu(name) else 1)
         for _ in range(args.rounds):
             torch_worker.stdin.write(f"{steps}\n")
             torch_worker.stdin.flush()

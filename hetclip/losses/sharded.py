@@ -46,16 +46,16 @@ def _gather(x: jax.Array, axes: tuple[str, ...]) -> jax.Array:
     return jax.lax.all_gather(x, axes, tiled=True)
 
 
-def _columns(embeddings: jax.Array, noise: NoiseParams | None, axes: tuple[str, ...]) -> dict:
+def _columns(
+    embeddings: jax.Array, noise: NoiseParams | None, local_ids: jax.Array, axes: tuple[str, ...]
+) -> dict:
     """The column arguments of softmax_direction_log_probs for one side. Noisy columns stay
     local: each device draws its own examples' noise and the noisy [B_l, C, D] are gathered
     per chunk (col_axes), instead of every device drawing the whole global batch's noise.
     Plain columns are gathered once."""
-    local_size = embeddings.shape[0]
     if noise is None:
         gathered = _gather(embeddings, axes)
         return dict(cols=gathered, col_noise=None, col_ids=jnp.arange(gathered.shape[0]))
-    local_ids = _axis_index(axes) * local_size + jnp.arange(local_size)
     return dict(cols=embeddings, col_noise=noise, col_ids=local_ids, col_axes=axes)
 
 
@@ -208,7 +208,7 @@ def sharded_hetxl_clip_loss(
             row_ids=local_ids,
             row_side=IMAGE_SIDE,
             col_side=TEXT_SIDE,
-            **_columns(text, text_noise, axes),
+            **_columns(text, text_noise, local_ids, axes),
             **common,
         )
         text_to_image = softmax_direction_log_probs(
@@ -217,7 +217,7 @@ def sharded_hetxl_clip_loss(
             row_ids=local_ids,
             row_side=TEXT_SIDE,
             col_side=IMAGE_SIDE,
-            **_columns(image, image_noise, axes),
+            **_columns(image, image_noise, local_ids, axes),
             **common,
         )
         total = jax.lax.psum(image_to_text.sum() + text_to_image.sum(), axes)
