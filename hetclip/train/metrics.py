@@ -14,10 +14,14 @@ SHOWN = ("loss", "logit_scale", "temperature", "img_noise_std")
 
 
 def read_metrics(path: str | Path) -> list[dict]:
+    """The complete lines of a metrics.jsonl; a last line still being written (no newline yet,
+    e.g. read while the run is live) is left out rather than failing to parse."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 class MetricsWriter:

@@ -93,3 +93,11 @@ def test_sigkill_then_sigterm_then_resume_equals_an_uninterrupted_run(prepared_i
         strict=True,
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_read_metrics_leaves_out_a_line_still_being_written(tmp_path):
+    from hetclip.train.metrics import read_metrics
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3, "grad_norm": ')
+    assert read_metrics(path) == [{"step": 1}, {"step": 2}]
