@@ -3,6 +3,7 @@
   python -m venv /tmp/bench && /tmp/bench/bin/pip install torch==2.13.0 open_clip_torch
   python benchmarks/vs_open_clip.py --torch-python /tmp/bench/bin/python [--rounds 2]
   python benchmarks/vs_open_clip.py --torch-python python3 --only GPU     (on a CUDA machine)
+  ... --torch-compile                      (open_clip compiled, as its --torchcompile does)
 
 torch and open_clip live in a separate, benchmark-only environment (never a dependency of
 hetclip). This script runs the JAX side itself and drives a worker process in that environment
@@ -119,7 +120,7 @@ GPU_SPEC = "clip_vit_b16.py:batch={batch},vocab=49408"
 # --- torch worker (runs in the benchmark venv; imports no JAX) ----------------------------------
 
 
-def worker(name: str) -> None:
+def worker(name: str, compile_model: bool) -> None:
     import types
 
     # The registry's torchvision wheel does not match the CPU torch build on disk; open_clip
@@ -138,6 +139,8 @@ def worker(name: str) -> None:
     if device == "cpu":
         torch.set_num_threads(2)
     model = open_clip.model.CLIP(**model_config).to(device)
+    if compile_model:  # as open_clip's --torchcompile does
+        model = torch.compile(model)
     loss_fn = open_clip.ClipLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
     images = torch.rand(batch, 3, size, size, device=device) * 2 - 1
@@ -198,6 +201,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round and side")
     parser.add_argument("--only", help="run only setups whose name contains this")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "vs_open_clip.json"))
+    parser.add_argument(
+        "--torch-compile", action="store_true", help="open_clip with torch.compile (--torchcompile)"
+    )
     args = parser.parse_args()
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
     import jax
@@ -216,7 +222,8 @@ def main() -> None:
         step, state, inputs, flops, _ = train_step.build_step(spec, overrides, size, context)
         params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
         torch_worker = subprocess.Popen(
-            [args.torch_python, os.path.abspath(__file__), "--worker", name],
+            [args.torch_python, os.path.abspath(__file__), "--worker", name]
+            + (["--compile"] if args.torch_compile else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -245,6 +252,7 @@ def main() -> None:
             "gflop_per_step": flops / 1e9,
             "hetclip_mfu": flops / ours / (peak * 1e9),
             "open_clip_mfu": flops / theirs / (peak * 1e9),
+            "open_clip_compiled": args.torch_compile,
             "open_clip_version": info["version"],
             "torch_version": info["torch"],
         }
@@ -254,8 +262,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--worker":
-        worker(sys.argv[2])
+    if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
+        worker(sys.argv[2], "--compile" in sys.argv[3:])
     else:
         from hetclip import hugepages  # both sides inherit it (HETCLIP_HUGEPAGES=0: neither)
 
