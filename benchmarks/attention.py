@@ -1,10 +1,12 @@
 """Attention implementations at a ViT-B/16 shape: error against float32 and fwd+bwd time.
 
   python benchmarks/attention.py [--batch 256] [--tokens 197,256] [--heads 12] [--head-dim 64]
+  python benchmarks/attention.py --batch 64 --tokens 197 --heads 6 --dtype float32   (ViT-S, CPU)
 
-Times jit(grad) of sum(attention(q, k, v) * w) for XLA's attention and, on a GPU, cuDNN's fused
-kernel, plain and on sequences padded to a multiple of 64 (towers.common.padded_attention, what
-towers.common.fused_attention runs there), in bfloat16, alternately; the error of
+Times jit(grad) of sum(attention(q, k, v) * w) for XLA's attention (jax.nn.dot_product_attention),
+towers.common.heads_major_attention (what towers.common.fused_attention runs off cuDNN) and, on
+a GPU, cuDNN's fused kernel, plain and on sequences padded to a multiple of 64
+(towers.common.padded_attention, what fused_attention runs there), alternately; the error of
 each is ||out - ref|| / ||ref|| against XLA's attention on the float32 upcast of the same inputs.
 Shapes cuDNN rejects (JAX raises NotImplementedError, e.g. 197 tokens) are reported as such.
 """
@@ -29,33 +31,35 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
     args = parser.parse_args()
-    print(f"attention fwd+bwd, bfloat16, on {jax.devices()[0].device_kind}")
+    print(f"attention fwd+bwd, {args.dtype}, on {jax.devices()[0].device_kind}")
     for tokens in map(int, args.tokens.split(",")):
-        compare((args.batch, tokens, args.heads, args.head_dim), args.repeats)
+        compare((args.batch, tokens, args.heads, args.head_dim), args.repeats, args.dtype)
 
 
-def compare(shape: tuple[int, int, int, int], repeats: int) -> None:
+def compare(shape: tuple[int, int, int, int], repeats: int, dtype: str) -> None:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     q, k, v, w = (
-        jax.random.normal(jax.random.PRNGKey(i), shape, jnp.float32).astype(jnp.bfloat16)
-        for i in range(4)
+        jax.random.normal(jax.random.PRNGKey(i), shape, jnp.float32).astype(dtype) for i in range(4)
     )
     reference = jax.nn.dot_product_attention(*(x.astype(jnp.float32) for x in (q, k, v)))
     batch, tokens, heads, head_dim = shape
     flops = 3 * 4 * batch * heads * tokens**2 * head_dim  # 2 [T, T, d] matmuls fwd, 4 bwd
     timed = {}
-    from towers.common import padded_attention
+    from towers.common import heads_major_attention, padded_attention
 
     gpu = jax.default_backend() == "gpu"
-    for name in ["xla"] + (["cudnn", "cudnn, padded"] if gpu else []):
+    for name in ["xla", "heads-major"] + (["cudnn", "cudnn, padded"] if gpu else []):
 
         def attend(q, k, v, name=name):
             if name.endswith("padded"):  # what towers.common.fused_attention runs
                 return padded_attention(q, k, v, "cudnn")
+            if name == "heads-major":
+                return heads_major_attention(q, k, v)
             return jax.nn.dot_product_attention(q, k, v, implementation=name)
 
         def loss(q, k, v, w, attend=attend):
@@ -81,9 +85,12 @@ def compare(shape: tuple[int, int, int, int], repeats: int) -> None:
     for name, (_, error, best) in timed.items():
         print(
             f"{shape} {name}: {best * 1e3:.2f} ms ({best / timed['xla'][2]:.2f}x XLA), "
-            f"{flops / best / 1e12:.1f} TFLOP/s, relative error {error:.1e}"
+            f"{flops / best / 1e9:,.0f} GFLOP/s, relative error {error:.1e}"
         )
 
 
 if __name__ == "__main__":
+    from hetclip import hugepages
+
+    hugepages.reexec_with_huge_pages()
     main()

@@ -1,6 +1,8 @@
 """The attention the towers use equals flax's reference dot-product attention; cuDNN's fused
 kernel is picked only where it applies."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -71,3 +73,36 @@ def test_padded_attention_equals_unpadded_values_and_gradients(queries, keys):
     expected = jax.grad(loss(nn.dot_product_attention), argnums=(0, 1, 2))(query, key, value)
     for got, want in zip(grads, expected, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
+def test_heads_major_attention_equals_jax_attention_with_bias_and_mask(dtype, tolerance):
+    from towers.common import heads_major_attention
+
+    rng = jax.random.split(jax.random.PRNGKey(2), 4)
+    query = jax.random.normal(rng[0], (2, 5, 3, 8)).astype(dtype)
+    key = jax.random.normal(rng[1], (2, 7, 3, 8)).astype(dtype)
+    value = jax.random.normal(rng[2], (2, 7, 3, 8)).astype(dtype)
+    bias = jax.random.normal(rng[3], (1, 3, 5, 7)).astype(dtype)
+    mask = np.ones((2, 1, 5, 7), bool)
+    mask[0, :, :, 5:] = False
+    mask[1, :, 2, :] = False  # a query that sees no key at all: uniform weights in both
+
+    def loss(attend):
+        return lambda q, k, v: jnp.sum(jnp.sin(attend(q, k, v).astype(jnp.float32)))
+
+    for b, m in [(None, None), (bias, None), (None, mask), (bias, mask)]:
+        ours = functools.partial(heads_major_attention, bias=b, mask=m)
+        theirs = functools.partial(jax.nn.dot_product_attention, bias=b, mask=m)
+        assert ours(query, key, value).dtype == dtype
+        np.testing.assert_allclose(
+            np.asarray(ours(query, key, value), np.float32),
+            np.asarray(theirs(query, key, value), np.float32),
+            atol=tolerance,
+        )
+        got = jax.grad(loss(ours), argnums=(0, 1, 2))(query, key, value)
+        want = jax.grad(loss(theirs), argnums=(0, 1, 2))(query, key, value)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(
+                np.asarray(g, np.float32), np.asarray(w, np.float32), atol=tolerance
+            )
