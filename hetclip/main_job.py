@@ -67,11 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     from hetclip.report import write_report
+    from hetclip.train.loop import Stopped
 
     out = Path(args.out)
     runs = []
     for name, directory, spec, extra in RUNS:
-        metrics = run_one(name, _config(spec, extra, args), out / directory)
+        try:
+            metrics = run_one(name, _config(spec, extra, args), out / directory)
+        except Stopped as stop:
+            # The run saved its state; finished runs are kept, so a rerun goes on from here.
+            print(f"[main] {name}: {stop} (finished runs are kept)", file=sys.stderr)
+            return 128 + stop.signum
         summary = {k: round(v, 3) for k, v in metrics.items() if "acc1" in k or "@1" in k}
         print(f"[main] {name}: {summary}", flush=True)
         runs.append((name, out / directory))

@@ -36,3 +36,23 @@ def test_main_job_trains_three_models_and_writes_the_report(
     capsys.readouterr()
     assert main(args) == 0  # the rerun trains nothing
     assert capsys.readouterr().out.count("already trained") == len(RUNS)
+
+
+def test_main_job_stopped_by_a_signal_exits_with_its_code_and_says_how_to_resume(
+    monkeypatch, tmp_path, capsys
+):
+    import hetclip.main_job as main_job
+    from hetclip.train.loop import Stopped
+
+    started = []
+
+    def stopped_run(name, config, workdir):
+        started.append(name)
+        raise Stopped(15, 7)
+
+    monkeypatch.setattr(main_job, "run_one", stopped_run)
+    code = main(["--out", str(tmp_path / "runs"), "--report", str(tmp_path / "report")])
+    assert code == 128 + 15
+    assert started == [RUNS[0][0]]  # the later runs were not started
+    assert "stopped by signal 15 at step 7; rerun to resume" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
