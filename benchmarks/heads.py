@@ -5,8 +5,11 @@
   python benchmarks/heads.py --suite contrastive
 
 Heads suite: B = 32 examples, D = 1024, K in {1,000; 21,843; 29,593}, S in {1, 16, 128, 1000}
-for DET, HET (streamed), HET-XL streamed and HET-XL materialising (hetclip.heads.reference),
-softmax form, plus both forms at the largest (K, S). Contrastive suite: CLIP, SigLIP and their
+for DET, HET and HET-XL as training calls them (mode "mean_log_likelihood": value and gradient
+in one pass per block of examples, hetclip.heads.fused, where a block fits the chunk budget),
+HET-XL streamed over chunks of samples (mode "log_likelihood", recomputed in the backward pass)
+and HET-XL materialising (hetclip.heads.reference), softmax form, plus both forms at the
+largest (K, S). Contrastive suite: CLIP, SigLIP and their
 HET-XL forms on 8 simulated devices (data axis), global batch 1k-8k.
 
 Every configuration runs in its own subprocess: after compiling, the peak resident memory is
@@ -130,10 +133,14 @@ def head_worker(config: dict) -> dict:
         def loss(params, phi):
             logits = materialised_noisy_logits("hetxl", params, phi, key, samples, chunk)
             return -materialised_log_likelihood(form, logits, labels).mean()
-    else:
+    elif kind == "hetxl_streamed":
 
         def loss(params, phi):
             return -head.apply(params, phi, labels, key=key).mean()
+    else:
+
+        def loss(params, phi):
+            return -head.apply(params, phi, labels, mode="mean_log_likelihood", key=key)
 
     result = _measure(jax.value_and_grad(loss, argnums=(0, 1)), (params, phi), config["repeats"])
     result["gflop"] = head_flops(kind, batch, dim, classes, samples, rank) / 1e9
@@ -232,10 +239,10 @@ def head_configs(
         )
         configs.append({**base, "kind": "det", "S": 1})
         for samples in grid["Ss"]:
-            for kind in ("het", "hetxl", "hetxl_materialised"):
+            for kind in ("het", "hetxl", "hetxl_streamed", "hetxl_materialised"):
                 configs.append({**base, "kind": kind, "S": samples})
     largest = dict(configs[-1])
-    for kind in ("hetxl", "det"):
+    for kind in ("hetxl", "hetxl_streamed", "det"):
         configs.append(
             {**largest, "kind": kind, "form": "sigmoid", "S": largest["S"] if kind != "det" else 1}
         )

@@ -8,10 +8,13 @@ With noisy logits u_s [B, K] (s = 1..S, already divided by the temperature):
             (multi-label, labels [B, K] in {0, 1} or soft)
 Training maximises these log-likelihoods of the MC average (HET-XL paper), NOT the softmax of
 averaged logits. Both are streamed over samples (hetclip.heads.mc); log p_k and log(1 - p_k) use
-log-sigmoid terms so no probability is ever formed in a way that underflows.
+log-sigmoid terms so no probability is ever formed in a way that underflows. The mean over
+examples, what a loss needs, also has a one-pass value-and-gradient form (`mc_mean_log_likelihood`,
+hetclip.heads.fused) that draws each example's S samples together.
 
-`logits_fn(params, key, chunk_size) -> [B, C, K]` draws one chunk of noisy logits; it must be a
-top-level function of its arguments (everything differentiable comes in through `params`).
+`logits_fn(params, key, chunk_size) -> [B, C, K]` draws one chunk of noisy logits from one key,
+or from one key per example ([B] keys); it must be a top-level function of its arguments
+(everything differentiable comes in through `params`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from hetclip.heads import mc
+from hetclip.heads import fused, mc
 
 FORMS = ("softmax", "sigmoid")
 LogitsFn = Callable[[Any, jax.Array, int], jax.Array]
@@ -80,6 +83,46 @@ def mc_log_likelihood(
     term_fn = functools.partial(_sigmoid_terms, logits_fn)
     log_p, log_not_p = mc.log_mean_exp(term_fn, params, None, key, num_samples, chunk_size)
     return sigmoid_log_likelihood(log_p, log_not_p, labels)
+
+
+def samples_log_likelihood(form: str, logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """[b] log-likelihood of the MC predictive from ALL S samples of b examples, logits [b, S, K]
+    (labels [b] int or [b, K])."""
+    log_num_samples = jnp.log(float(logits.shape[1]))
+    if form == "softmax":
+        return jax.nn.logsumexp(softmax_log_terms(logits, labels), -1) - log_num_samples
+    log_p, log_not_p = jax.nn.logsumexp(sigmoid_log_terms(logits), -1) - log_num_samples
+    return sigmoid_log_likelihood(log_p, log_not_p, labels)
+
+
+def _block_log_likelihood(form, logits_fn, num_samples, shared, per_example, aux):
+    labels, keys = aux  # keys [b]: each example's S samples come from its own key
+    logits = logits_fn({**shared, **per_example}, keys, num_samples)  # [b, S, K]
+    return samples_log_likelihood(form, logits, labels)
+
+
+def mc_mean_log_likelihood(
+    form: str,
+    logits_fn: LogitsFn,
+    shared,
+    per_example,
+    labels: jax.Array,
+    key: jax.Array,
+    num_samples: int,
+    examples_per_block: int,
+) -> jax.Array:
+    """Scalar (1/B) sum_b log p(y_b|x_b), value and gradient in one pass (hetclip.heads.fused).
+
+    `logits_fn`'s params are split into `shared` (kernel, factors, temperature) and
+    `per_example` (leaves [B, ...]: locs, scale, diag). Example b draws all its S samples at
+    once from fold_in(key, b): a different draw from the chunked `mc_log_likelihood`, equally
+    distributed. Memory: `examples_per_block` examples' [S, K] logits at a time."""
+    check_form(form)
+    batch = labels.shape[0]
+    block_fn = functools.partial(_block_log_likelihood, form, logits_fn, num_samples)
+    aux = (labels, mc.chunk_keys(key, batch))  # [B]: fold_in(key, b), as for chunks
+    weights = jnp.full((batch,), 1.0 / batch, jnp.float32)
+    return fused.weighted_sum(block_fn, shared, per_example, aux, weights, examples_per_block)
 
 
 def _prob_terms(form: str, logits_fn: LogitsFn, params, aux, key, chunk_size):

@@ -22,14 +22,35 @@ import jax.numpy as jnp
 from hetclip.heads.partitioning import partitioned
 
 
+def _standard_normals(key: jax.Array, batch: int, num_samples: int, rank: int, dim: int, dtype):
+    """(z [batch, num_samples, rank], e [batch, num_samples, dim]) from one key."""
+    key_low_rank, key_diag = jax.random.split(key)
+    z = jax.random.normal(key_low_rank, (batch, num_samples, rank), dtype)
+    e = jax.random.normal(key_diag, (batch, num_samples, dim), dtype)
+    return z, e
+
+
+def _is_key_batch(key: jax.Array) -> bool:
+    """[B] typed keys or [B, 2] raw uint32 keys (one per example), not a single key."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key.ndim == 1
+    return key.ndim == 2
+
+
 def sample_low_rank_noise(
     key: jax.Array, factors: jax.Array, scale: jax.Array, diag: jax.Array, num_samples: int
 ) -> jax.Array:
-    """eps [B, num_samples, M] from J = factors [R, M], v = scale [B, M], d = diag [B, M]."""
+    """eps [B, num_samples, M] from J = factors [R, M], v = scale [B, M], d = diag [B, M].
+
+    `key` is one key for the whole batch, or one key per example ([B] keys): then example b's
+    noise depends only on key[b], whatever else is in the batch."""
     batch, dim = scale.shape
-    key_low_rank, key_diag = jax.random.split(key)
-    z = jax.random.normal(key_low_rank, (batch, num_samples, factors.shape[0]), scale.dtype)
-    e = jax.random.normal(key_diag, (batch, num_samples, dim), scale.dtype)
+    rank = factors.shape[0]
+    if _is_key_batch(key):
+        z, e = jax.vmap(lambda k: _standard_normals(k, 1, num_samples, rank, dim, scale.dtype))(key)
+        z, e = z[:, 0], e[:, 0]
+    else:
+        z, e = _standard_normals(key, batch, num_samples, rank, dim, scale.dtype)
     return jnp.einsum("bsr,rm->bsm", z, factors.astype(scale.dtype)) * scale[:, None] + (
         diag[:, None] * e
     )

@@ -111,11 +111,12 @@ def supervised_objective(model: nn.Module, loss_config: Mapping[str, Any]) -> Ob
         labels = batch["labels"] if "labels" in batch else batch["label"]
         if head.form == "sigmoid" and labels.ndim == 1:
             labels = jax.nn.one_hot(labels, head.num_classes)
-        log_likelihood = head.apply(
+        # The batch mean in one pass: value and gradient together (hetclip.heads.fused).
+        mean_log_likelihood = head.apply(
             {"params": params["head"]},
             reps["phi"],
             labels,
-            mode="log_likelihood",
+            mode="mean_log_likelihood",
             num_samples=num_samples,
             key=noise_key,
         )
@@ -124,7 +125,7 @@ def supervised_objective(model: nn.Module, loss_config: Mapping[str, Any]) -> Ob
             metrics["temperature"] = Temperature(
                 head.temperature, True, head.temperature_bounds
             ).apply({"params": params["head"]["temperature"]})
-        return -log_likelihood.mean(), metrics
+        return -mean_log_likelihood, metrics
 
     return Objective(_encoder(model), loss)
 
