@@ -3,6 +3,7 @@
   python benchmarks/heads.py                 # the full grid (about 30 minutes on 2 cores)
   python benchmarks/heads.py --quick         # small sizes, a smoke run
   python benchmarks/heads.py --suite contrastive
+  python benchmarks/heads.py --alternate     # HET-XL paths timed in turn, one process per (K, S)
 
 Heads suite: B = 32 examples, D = 1024, K in {1,000; 21,843; 29,593}, S in {1, 16, 128, 1000}
 for DET, HET and HET-XL as training calls them (mode "mean_log_likelihood": value and gradient
@@ -104,7 +105,8 @@ def head_flops(kind: str, batch: int, dim: int, classes: int, samples: int, rank
     return 6.0 * macs
 
 
-def head_worker(config: dict) -> dict:
+def head_step(config: dict):
+    """(value_and_grad of the head's mean NLL for config["kind"], its arguments)."""
     import jax
     from flax import linen as nn
 
@@ -142,9 +144,33 @@ def head_worker(config: dict) -> dict:
         def loss(params, phi):
             return -head.apply(params, phi, labels, mode="mean_log_likelihood", key=key)
 
-    result = _measure(jax.value_and_grad(loss, argnums=(0, 1)), (params, phi), config["repeats"])
-    result["gflop"] = head_flops(kind, batch, dim, classes, samples, rank) / 1e9
+    return jax.value_and_grad(loss, argnums=(0, 1)), (params, phi)
+
+
+def head_worker(config: dict) -> dict:
+    fn, args = head_step(config)
+    result = _measure(fn, args, config["repeats"])
+    result["gflop"] = head_flops(*(config[k] for k in ("kind", "B", "D", "K", "S", "R"))) / 1e9
     return result
+
+
+def alternate_worker(config: dict) -> dict:
+    """Best time of each of config["kinds"], compiled in one process and run in turn (no memory
+    figures): a time comparison that the machine's drift between processes does not bias."""
+    import jax
+
+    compiled = {}
+    for kind in config["kinds"]:
+        fn, args = head_step({**config, "kind": kind})
+        compiled[kind] = (jax.jit(fn).lower(*args).compile(), args)
+        jax.block_until_ready(compiled[kind][0](*args))
+    best = {kind: float("inf") for kind in compiled}
+    for _ in range(config["repeats"]):
+        for kind, (step, args) in compiled.items():
+            start = time.perf_counter()
+            jax.block_until_ready(step(*args))
+            best[kind] = min(best[kind], time.perf_counter() - start)
+    return {"best_seconds": {kind: round(t, 4) for kind, t in best.items()}}
 
 
 def contrastive_worker(config: dict) -> dict:
@@ -329,6 +355,18 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def alternate(args) -> None:
+    """--alternate: one process per (K, S) of the heads grid, the HET-XL paths timed in turn."""
+    for config in head_configs(args.quick, args.repeats, args.classes, args.samples):
+        if config["kind"] != "hetxl" or config["form"] != "softmax":
+            continue
+        kinds = ["hetxl", "hetxl_streamed"]
+        if materialised_gb(config) <= args.max_materialised_gb:
+            kinds.append("hetxl_materialised")
+        config = {**config, "suite": "alternate", "kinds": kinds}
+        print(json.dumps(run_config(config, args.timeout)), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -349,6 +387,12 @@ def main() -> None:
     parser.add_argument("--classes", type=int, nargs="+", help="only these K (heads suite)")
     parser.add_argument("--samples", type=int, nargs="+", help="only these S (heads suite)")
     parser.add_argument("--losses", nargs="+", help="only these losses (contrastive suite)")
+    parser.add_argument(
+        "--alternate",
+        action="store_true",
+        help="time HET-XL one-pass, streamed and materialising in one process per (K, S), in "
+        "turn (--repeats rounds), instead of the grid",
+    )
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--out", help="also write the JSON results here")
     args = parser.parse_args()
@@ -358,10 +402,18 @@ def main() -> None:
         return
     if args.worker:
         config = json.loads(args.worker)
-        worker = head_worker if config["suite"] == "heads" else contrastive_worker
+        workers = {
+            "heads": head_worker,
+            "alternate": alternate_worker,
+            "contrastive": contrastive_worker,
+        }
+        worker = workers[config["suite"]]
         print(json.dumps(worker(config)))
         return
 
+    if args.alternate:
+        alternate(args)
+        return
     peak = matmul_peak_gflops()
     print(f"# float32 matmul peak (jit(jnp.dot), 2048^3): {peak:.1f} GFLOP/s", flush=True)
     configs = []
