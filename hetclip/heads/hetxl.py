@@ -43,6 +43,8 @@ def _project_samples_bwd(residuals, cotangent):
     eps, kernel = residuals
     batch, samples, dim = eps.shape
     eps_grad = jnp.einsum("bck,dk->bcd", cotangent, kernel)
+    if samples == 1:  # the compiler may then merge this product with the locs' own (same g)
+        return eps_grad, jnp.einsum("bcd,bck->dk", eps, cotangent).astype(kernel.dtype)
     if kernel.shape[1] <= dim:  # the cotangent is the smaller operand: transpose it
         cot_t = jax.lax.optimization_barrier(cotangent.reshape(batch * samples, -1).T)
         return eps_grad, (cot_t @ eps.reshape(batch * samples, dim)).T.astype(kernel.dtype)

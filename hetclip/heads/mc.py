@@ -163,6 +163,8 @@ def _add_to_samples_fwd(locs, noise):
 
 
 def _add_to_samples_bwd(_, cotangent):
+    if cotangent.shape[1] == 1:  # one sample: nothing to sum (a product over 1 ran at 59 ms)
+        return cotangent[:, 0], cotangent
     ones = jnp.ones((cotangent.shape[1],), cotangent.dtype)
     return jnp.einsum("bck,c->bk", cotangent, ones), cotangent
 
