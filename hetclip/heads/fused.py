@@ -28,7 +28,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from hetclip.heads import mc
 
 BlockFn = Callable[[Any, Any, Any], jax.Array]
 
@@ -38,9 +39,8 @@ def examples_per_block(batch: int, per_device: int, devices: int) -> int:
     (fewer if that does not divide `batch`); at least 1."""
     per_device = max(1, per_device)
     if batch % devices == 0:
-        local = batch // devices
-        return devices * max(d for d in range(1, min(per_device, local) + 1) if local % d == 0)
-    return max(d for d in range(1, min(per_device, batch) + 1) if batch % d == 0)
+        return devices * mc.chunk_size_for(batch // devices, per_device)
+    return mc.chunk_size_for(batch, per_device)
 
 
 def _blocks(tree, block: int):
@@ -61,16 +61,6 @@ def _check(per_example, block: int) -> None:
     batch = jax.tree.leaves(per_example)[0].shape[0]
     if batch % block:
         raise ValueError(f"examples_per_block {block} does not divide the batch {batch}.")
-
-
-def _float0_zeros(tree):
-    def zeros(x):
-        x = jnp.asarray(x)
-        if jnp.issubdtype(x.dtype, jnp.inexact):
-            return jnp.zeros_like(x)
-        return np.zeros(x.shape, dtype=jax.dtypes.float0)
-
-    return jax.tree.map(zeros, tree)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 5))
@@ -117,7 +107,8 @@ def _weighted_sum_bwd(block_fn, block, residuals, cotangent):
     del block_fn, block
     shared_grads, example_grads, aux, values = residuals
     scale = functools.partial(jax.tree.map, lambda g: (g * cotangent).astype(g.dtype))
-    return scale(shared_grads), scale(example_grads), _float0_zeros(aux), scale(values)
+    aux_zeros = jax.tree.map(mc.zero_cotangent, aux)
+    return scale(shared_grads), scale(example_grads), aux_zeros, scale(values)
 
 
 weighted_sum.defvjp(_weighted_sum_fwd, _weighted_sum_bwd)

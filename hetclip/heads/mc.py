@@ -48,7 +48,8 @@ def _num_chunks(num_samples: int, chunk_size: int) -> int:
     return num_samples // chunk_size
 
 
-def _zero_cotangent(x: jax.Array):
+def zero_cotangent(x: jax.Array):
+    """Zeros of x's shape as its cotangent (float0 for integer inputs such as labels, keys)."""
     x = jnp.asarray(x)
     if jnp.issubdtype(x.dtype, jnp.inexact):
         return jnp.zeros_like(x)
@@ -120,7 +121,7 @@ def _log_mean_exp_bwd(term_fn, num_samples, chunk_size, residuals, cotangent):
         return jax.tree.map(jnp.add, grads, chunk_grads(chunk_key)), None
 
     grads, _ = jax.lax.scan(body, chunk_grads(keys[0]), keys[1:])
-    return grads, jax.tree.map(_zero_cotangent, aux), _zero_cotangent(key)
+    return grads, jax.tree.map(zero_cotangent, aux), zero_cotangent(key)
 
 
 log_mean_exp.defvjp(_log_mean_exp_fwd, _log_mean_exp_bwd)

@@ -20,6 +20,12 @@ INT_LABELS = jnp.array([0, 4, 2, 1, 3, 3, 0, 2, 1, 1, 4, 0, 2, 3, 4, 0])
 KEY = jax.random.PRNGKey(42)
 
 
+def assert_same_value_and_grads(value, grads, want_value, want_grads) -> None:
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
 def _toy_block(shared, per_example, aux):
     """[b]: a nonlinear function of a shared matrix, per-example rows and integer labels."""
     hidden = jnp.tanh(per_example["x"] @ shared["w"])  # [b, K]
@@ -107,9 +113,7 @@ def test_mean_log_likelihood_equals_the_keyed_reference(kind, cls, form, soft):
 
     value, grads = jax.value_and_grad(fused, argnums=(0, 1))(params, PHI)
     want_value, want_grads = jax.value_and_grad(reference, argnums=(0, 1))(params, PHI)
-    np.testing.assert_allclose(value, want_value, rtol=1e-5)
-    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert_same_value_and_grads(value, grads, want_value, want_grads)
     np.testing.assert_allclose(jax.jit(fused)(params, PHI), want_value, rtol=1e-5)
 
 
@@ -148,6 +152,4 @@ def test_mean_log_likelihood_on_a_data_sharded_batch_equals_one_device():
 
     value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, phi, labels)
     want_value, want_grads = jax.value_and_grad(loss, argnums=(0, 1))(params, PHI, INT_LABELS)
-    np.testing.assert_allclose(value, want_value, rtol=1e-5)
-    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert_same_value_and_grads(value, grads, want_value, want_grads)
