@@ -156,7 +156,9 @@ def head_worker(config: dict) -> dict:
 
 def alternate_worker(config: dict) -> dict:
     """Best time of each of config["kinds"], compiled in one process and run in turn (no memory
-    figures): a time comparison that the machine's drift between processes does not bias."""
+    figures): a time comparison that the machine's drift between processes does not bias. The
+    matmul peak is measured in the same turns (best of 5 products each round), so each kind's
+    fraction of peak divides by a peak taken under the same conditions."""
     import jax
 
     compiled = {}
@@ -165,12 +167,23 @@ def alternate_worker(config: dict) -> dict:
         compiled[kind] = (jax.jit(fn).lower(*args).compile(), args)
         jax.block_until_ready(compiled[kind][0](*args))
     best = {kind: float("inf") for kind in compiled}
+    peak = 0.0
     for _ in range(config["repeats"]):
+        peak = max(peak, matmul_peak_gflops())
         for kind, (step, args) in compiled.items():
             start = time.perf_counter()
             jax.block_until_ready(step(*args))
             best[kind] = min(best[kind], time.perf_counter() - start)
-    return {"best_seconds": {kind: round(t, 4) for kind, t in best.items()}}
+    flops = {
+        kind: head_flops(kind, *(config[k] for k in ("B", "D", "K", "S", "R"))) for kind in best
+    }
+    return {
+        "best_seconds": {kind: round(t, 4) for kind, t in best.items()},
+        "matmul_peak_gflops": round(peak, 1),
+        "fraction_of_peak": {
+            kind: round(flops[kind] / best[kind] / 1e9 / peak, 3) for kind in best
+        },
+    }
 
 
 def contrastive_worker(config: dict) -> dict:

@@ -91,12 +91,13 @@ class OnePassHetHead(HetHead):
     one_pass_mean = True
 
 
+# S * K: one example's [S, K] logits fit the budget, so blocks of 1 per device (8 simulated
+# devices in the tests): 2 blocks of the 16 examples. B * S * K: the whole batch is one block.
+@pytest.mark.parametrize("budget", [S * K, B * S * K])
 @pytest.mark.parametrize("form,soft", [("softmax", False), ("softmax", True), ("sigmoid", False)])
 @pytest.mark.parametrize("kind,cls", [("het", OnePassHetHead), ("hetxl", HetXLHead)])
-def test_mean_log_likelihood_equals_the_keyed_reference(kind, cls, form, soft):
-    # One example's [S, K] logits fit the budget: blocks of 1 per device (8 simulated devices
-    # in the tests), so 2 blocks of the 16 examples.
-    head = _head(cls, form, chunk_elements=S * K)
+def test_mean_log_likelihood_equals_the_keyed_reference(kind, cls, form, soft, budget):
+    head = _head(cls, form, chunk_elements=budget)
     labels = _labels(form, soft)
     params = nn.meta.unbox(head.init({"params": jax.random.PRNGKey(1)}, PHI, labels, key=KEY))
 

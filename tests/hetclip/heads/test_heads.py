@@ -34,10 +34,12 @@ def reference_noisy_logits(kind, params, phi, num_samples, chunk):
     return materialised_noisy_logits(kind, params, phi, NOISE_KEY, num_samples, chunk)
 
 
+# chunk 4: three streamed chunks; chunk 12: all samples in one chunk.
+@pytest.mark.parametrize("chunk", [4, 12])
 @pytest.mark.parametrize("form", ["softmax", "sigmoid"])
 @pytest.mark.parametrize("kind,cls", [("het", HetHead), ("hetxl", HetXLHead)])
-def test_streaming_equals_materialising_reference_in_value_and_gradient(kind, cls, form):
-    num_samples, chunk = 12, 4
+def test_streaming_equals_materialising_reference_in_value_and_gradient(kind, cls, form, chunk):
+    num_samples = 12
     head = cls(num_classes=K, num_factors=R, form=form, num_samples=num_samples, max_chunk=chunk)
     params = init(head, form)
     labels = labels_for(form)
