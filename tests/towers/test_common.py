@@ -106,3 +106,77 @@ def test_heads_major_attention_equals_jax_attention_with_bias_and_mask(dtype, to
             np.testing.assert_allclose(
                 np.asarray(g, np.float32), np.asarray(w, np.float32), atol=tolerance
             )
+
+
+def _dense_cases():
+    """(lhs shape, rhs shape, dimension numbers, computed as a 2-D product) of the products flax's
+    Dense / DenseGeneral layers make, and some the flat path must leave alone."""
+    none = ((), ())
+    return [
+        ((4, 6, 5), (5, 7), (((2,), (0,)), none), True),  # MlpBlock Dense on [B, T, C]
+        ((4, 6, 5), (5, 3, 2), (((2,), (0,)), none), True),  # query/key/value to [B, T, H, d]
+        ((4, 6, 3, 2), (3, 2, 5), (((2, 3), (0, 1)), none), True),  # out projection
+        ((4, 5), (5, 7), (((1,), (0,)), none), True),  # already 2-D: passed through
+        ((4, 6, 5), (7, 5), (((2,), (1,)), none), False),  # kernel contracted on its last axis
+        ((4, 6, 5), (4, 5, 7), (((2,), (1,)), ((0,), (0,))), False),  # batch axes
+        ((4, 6, 3, 3), (3, 3, 5), (((3, 2), (0, 1)), none), False),  # crossed pairing
+    ]
+
+
+@pytest.mark.parametrize("lhs_shape,rhs_shape,dims,flat", _dense_cases())
+def test_token_flat_dot_general_equals_lax_values_and_gradients(lhs_shape, rhs_shape, dims, flat):
+    from towers.common import token_flat_dot_general
+
+    rng = jax.random.split(jax.random.PRNGKey(3), 2)
+    lhs = jax.random.normal(rng[0], lhs_shape)
+    rhs = jax.random.normal(rng[1], rhs_shape)
+
+    def loss(dot_general):
+        return lambda a, b: jnp.sum(jnp.sin(dot_general(a, b, dims)))
+
+    ours = token_flat_dot_general(lhs, rhs, dims)
+    np.testing.assert_allclose(ours, jax.lax.dot_general(lhs, rhs, dims), rtol=1e-5, atol=1e-5)
+    got = jax.grad(loss(token_flat_dot_general), argnums=(0, 1))(lhs, rhs)
+    want = jax.grad(loss(jax.lax.dot_general), argnums=(0, 1))(lhs, rhs)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    # The 2-D path is the point: its product is one [N, C] x [C, F] matmul, whose kernel
+    # gradient XLA:CPU computes without first copying the output gradient transposed.
+    jaxpr = jax.make_jaxpr(functools.partial(token_flat_dot_general, dimension_numbers=dims))
+    products = [e for e in jaxpr(lhs, rhs).eqns if e.primitive.name == "dot_general"]
+    assert len(products) == 1
+    ranks = [v.aval.ndim for v in products[0].invars]
+    assert (ranks == [2, 2]) == flat
+
+
+def test_towers_dense_layers_use_the_flat_product_and_keep_big_vision_names():
+    from towers.common import Encoder1DBlock
+
+    block = Encoder1DBlock(mlp_dim=8, num_heads=2)
+    x = jnp.ones((2, 3, 4))
+    params = block.init(jax.random.PRNGKey(0), x)["params"]
+    shapes = jax.tree.map(lambda p: p.shape, nn.unbox(params))
+    assert shapes["MultiHeadDotProductAttention_0"]["query"]["kernel"] == (4, 2, 2)
+    assert shapes["MultiHeadDotProductAttention_0"]["out"]["kernel"] == (2, 2, 4)
+    assert shapes["MlpBlock_0"]["Dense_0"]["kernel"] == (4, 8)
+    # Every product of the block's projections is 2-D ([B*T, C] x [C, F]); the only
+    # higher-rank products left are attention's own batched ones.
+    jaxpr = jax.make_jaxpr(lambda p: block.apply({"params": p}, x))(params)
+    ranks = sorted(
+        tuple(v.aval.ndim for v in e.invars)
+        for e in _all_eqns(jaxpr.jaxpr)
+        if e.primitive.name == "dot_general"
+    )
+    assert ranks.count((2, 2)) == 6  # query, key, value, out, Dense_0, Dense_1
+    assert all(r in ((2, 2), (4, 4)) for r in ranks), ranks
+
+
+def _all_eqns(jaxpr):
+    """The equations of a jaxpr and of every jaxpr nested in its equations' parameters."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for param in eqn.params.values():
+            for inner in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(inner, "jaxpr", inner)  # ClosedJaxpr -> Jaxpr
+                if hasattr(inner, "eqns"):
+                    yield from _all_eqns(inner)

@@ -1,0 +1,136 @@
+"""Dense layers on [B, T, C] activations: one 2-D product vs flax's default, timed in turn.
+
+  python benchmarks/dense_layout.py [--rounds 4]                 one layer's forward + backward
+  python benchmarks/dense_layout.py --step "ViT w192" --rounds 3 whole vs_open_clip.py steps
+
+The towers compute every dense layer through towers.common.token_flat_dot_general ([B*T, C] x
+[C, F]); flax's default lax.dot_general contracts [B, T, C] directly, and XLA:CPU then copies
+the [B, T, F] output gradient transposed before the kernel-gradient product. The layer part
+times jax.vjp of both forms at the MLP shapes of the two vs_open_clip.py setups; --step builds
+that script's hetclip step twice (towers with the flat product, and with lax.dot_general put
+back) and times the two compiled steps in turn, best step of each. Speed-ups are the default
+form's time over the flat form's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+
+# name: (batch, tokens, input features, output features)
+LAYERS = {
+    "ViT w192 p8 @ 64 px, batch 256: MLP Dense_0": (256, 65, 192, 768),
+    "ViT-S/16 @ 224 px, batch 64: MLP Dense_0": (64, 197, 384, 1536),
+    "ViT-S/16 @ 224 px, batch 64: MLP Dense_1": (64, 197, 1536, 384),
+}
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _best_in_turn(calls: dict, rounds: int, per_round: int) -> dict:
+    """{name: best seconds} of callables run in turn, `per_round` calls each per round."""
+    best = {name: float("inf") for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                call()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def layers(rounds: int) -> None:
+    import jax
+
+    from towers.common import token_flat_dot_general
+
+    dims = (((2,), (0,)), ((), ()))
+    for name, (batch, tokens, features_in, features_out) in LAYERS.items():
+        keys = jax.random.split(jax.random.PRNGKey(0), 3)
+        x = jax.random.normal(keys[0], (batch, tokens, features_in))
+        kernel = jax.random.normal(keys[1], (features_in, features_out)) * features_in**-0.5
+        grad_out = jax.random.normal(keys[2], (batch, tokens, features_out))
+        calls = {}
+        for form, dot_general in [("lax", jax.lax.dot_general), ("flat", token_flat_dot_general)]:
+
+            def forward_backward(x, kernel, grad_out, dot_general=dot_general):
+                _, vjp = jax.vjp(lambda a, b: dot_general(a, b, dims), x, kernel)
+                return vjp(grad_out)
+
+            step = jax.jit(forward_backward).lower(x, kernel, grad_out).compile()
+            jax.block_until_ready(step(x, kernel, grad_out))
+            args = (x, kernel, grad_out)
+            calls[form] = lambda step=step, args=args: jax.block_until_ready(step(*args))
+        best = _best_in_turn(calls, rounds, 5)
+        flops = 6.0 * batch * tokens * features_in * features_out
+        rate = flops / best["flat"] / 1e9
+        print(
+            f"{name}: lax {best['lax'] * 1e3:.1f} ms, flat {best['flat'] * 1e3:.1f} ms "
+            f"({rate:.0f} GFLOP/s), speed-up {best['lax'] / best['flat']:.2f}",
+            flush=True,
+        )
+
+
+def steps(only: str, rounds: int) -> None:
+    import jax
+
+    import towers.common
+
+    vs_open_clip, train_step = _load("vs_open_clip"), _load("train_step")
+    (name,) = [n for n in vs_open_clip.SETUPS if n.startswith(only)][:1]
+    _, overrides, size, context, batch = vs_open_clip.SETUPS[name]
+    spec = vs_open_clip.CPU_SPEC.format(size=size, batch=batch)
+    flat = towers.common.token_flat_dot_general
+    built = {}
+    for form, dot_general in [("lax", jax.lax.dot_general), ("flat", flat)]:
+        # The towers look the function up whenever they are traced: swap it until compiled.
+        towers.common.token_flat_dot_general = dot_general
+        try:
+            step, state, inputs, _, _ = train_step.build_step(spec, overrides, size, context)
+            step = step.lower(state, inputs).compile()
+        finally:
+            towers.common.token_flat_dot_general = flat
+        state, metrics = step(state, inputs)  # warm-up
+        jax.block_until_ready(metrics)
+        built[form] = [step, state, inputs]
+
+    def call(form: str) -> None:
+        step, state, inputs = built[form]
+        built[form][1], metrics = step(state, inputs)
+        jax.block_until_ready(metrics)
+
+    best = _best_in_turn({form: (lambda f=form: call(f)) for form in built}, rounds, 2)
+    print(
+        f"{name}: lax {best['lax']:.3f} s / step, flat {best['flat']:.3f} s / step, "
+        f"speed-up {best['lax'] / best['flat']:.3f}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--step", help="time whole steps of the vs_open_clip.py setup so named")
+    args = parser.parse_args()
+    if args.step:
+        steps(args.step, args.rounds)
+    else:
+        layers(args.rounds)
+
+
+if __name__ == "__main__":
+    from hetclip import hugepages  # as the hetclip command runs (HETCLIP_HUGEPAGES=0: without)
+
+    hugepages.reexec_with_huge_pages()
+    main()
