@@ -84,6 +84,12 @@ class Head(nn.Module):
         """(logits_fn, params, tau): logits_fn(params, key, C) -> [B, C, K] noisy logits / tau."""
         raise NotImplementedError
 
+    def block_log_likelihood_fn(self, labels: jax.Array) -> likelihood.BlockLogLikelihoodFn | None:
+        """A fused (params, keys [b], S, labels [b]) -> [b] log-likelihood of the one-pass mode
+        for these labels, or None for the generic logits_fn + samples_log_likelihood."""
+        del labels
+        return None
+
     @nn.compact
     def __call__(
         self,
@@ -129,7 +135,15 @@ class Head(nn.Module):
             shared = {k: v for k, v in params.items() if k not in self.per_example_params}
             per_example = {k: v for k, v in params.items() if k in self.per_example_params}
             return likelihood.mc_mean_log_likelihood(
-                self.form, logits_fn, shared, per_example, labels, key, samples, block
+                self.form,
+                logits_fn,
+                shared,
+                per_example,
+                labels,
+                key,
+                samples,
+                block,
+                self.block_log_likelihood_fn(labels),
             )
         if mode in ("log_likelihood", "mean_log_likelihood"):
             log_likelihood = likelihood.mc_log_likelihood(

@@ -30,6 +30,7 @@ from hetclip.heads import fused, mc
 
 FORMS = ("softmax", "sigmoid")
 LogitsFn = Callable[[Any, jax.Array, int], jax.Array]
+BlockLogLikelihoodFn = Callable[[Any, jax.Array, int, jax.Array], jax.Array]
 
 
 def check_form(form: str) -> None:
@@ -101,6 +102,11 @@ def _block_log_likelihood(form, logits_fn, num_samples, shared, per_example, aux
     return samples_log_likelihood(form, logits, labels)
 
 
+def _block_with(block_log_likelihood_fn, num_samples, shared, per_example, aux):
+    labels, keys = aux
+    return block_log_likelihood_fn({**shared, **per_example}, keys, num_samples, labels)
+
+
 def mc_mean_log_likelihood(
     form: str,
     logits_fn: LogitsFn,
@@ -110,16 +116,22 @@ def mc_mean_log_likelihood(
     key: jax.Array,
     num_samples: int,
     examples_per_block: int,
+    block_log_likelihood_fn: BlockLogLikelihoodFn | None = None,
 ) -> jax.Array:
     """Scalar (1/B) sum_b log p(y_b|x_b), value and gradient in one pass (hetclip.heads.fused).
 
     `logits_fn`'s params are split into `shared` (kernel, factors, temperature) and
     `per_example` (leaves [B, ...]: locs, scale, diag). Example b draws all its S samples at
     once from fold_in(key, b): a different draw from the chunked `mc_log_likelihood`, equally
-    distributed. Memory: `examples_per_block` examples' [S, K] logits at a time."""
+    distributed. Memory: `examples_per_block` examples' [S, K] logits at a time.
+    `block_log_likelihood_fn(params, keys [b], S, labels [b]) -> [b]`, when given, replaces
+    `logits_fn` + `samples_log_likelihood` for a block (a head's fused form of the two)."""
     check_form(form)
     batch = labels.shape[0]
-    block_fn = functools.partial(_block_log_likelihood, form, logits_fn, num_samples)
+    if block_log_likelihood_fn is None:
+        block_fn = functools.partial(_block_log_likelihood, form, logits_fn, num_samples)
+    else:
+        block_fn = functools.partial(_block_with, block_log_likelihood_fn, num_samples)
     aux = (labels, mc.chunk_keys(key, batch))  # [B]: fold_in(key, b), as for chunks
     weights = jnp.full((batch,), 1.0 / batch, jnp.float32)
     return fused.weighted_sum(block_fn, shared, per_example, aux, weights, examples_per_block)
