@@ -11,7 +11,11 @@ from flax import linen as nn
 
 from hetclip.heads import DetHead, HetHead, HetXLHead
 from hetclip.heads.fused import examples_per_block, weighted_sum
-from hetclip.heads.reference import materialised_keyed_noisy_logits, materialised_log_likelihood
+from hetclip.heads.reference import (
+    materialised_keyed_noisy_logits,
+    materialised_log_likelihood,
+    materialised_noisy_logits,
+)
 from hetclip.sharding import make_mesh
 
 B, D, K, R, S = 16, 6, 5, 2, 12
@@ -154,3 +158,14 @@ def test_mean_log_likelihood_on_a_data_sharded_batch_equals_one_device():
     value, grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, phi, labels)
     want_value, want_grads = jax.value_and_grad(loss, argnums=(0, 1))(params, PHI, INT_LABELS)
     assert_same_value_and_grads(value, grads, want_value, want_grads)
+
+
+def test_one_sample_modes_draw_the_same_noise_as_the_streamed_reference():
+    head = HetXLHead(num_classes=K, num_factors=R, num_samples=1)
+    params = nn.meta.unbox(head.init({"params": jax.random.PRNGKey(1)}, PHI, INT_LABELS, key=KEY))
+    mean = head.apply(params, PHI, INT_LABELS, mode="mean_log_likelihood", key=KEY)
+    per_example = head.apply(params, PHI, INT_LABELS, key=KEY)
+    logits = materialised_noisy_logits("hetxl", params, PHI, KEY, 1, 1)
+    want = materialised_log_likelihood("softmax", logits, INT_LABELS)
+    np.testing.assert_allclose(per_example, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mean, want.mean(), rtol=1e-5, atol=1e-6)
