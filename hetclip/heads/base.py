@@ -17,6 +17,7 @@ Noise comes from the "noise" RNG stream: `head.apply(params, phi, labels, rngs={
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import flax.linen as nn
@@ -84,11 +85,14 @@ class Head(nn.Module):
         """(logits_fn, params, tau): logits_fn(params, key, C) -> [B, C, K] noisy logits / tau."""
         raise NotImplementedError
 
-    def block_log_likelihood_fn(self, labels: jax.Array) -> likelihood.BlockLogLikelihoodFn | None:
-        """A fused (params, keys [b], S, labels [b]) -> [b] log-likelihood of the one-pass mode
-        for these labels, or None for the generic logits_fn + samples_log_likelihood."""
+    def block_log_likelihood_fn(
+        self, logits_fn: likelihood.LogitsFn, labels: jax.Array
+    ) -> likelihood.BlockLogLikelihoodFn:
+        """The one-pass mode's (params, keys [b], S, labels [b]) -> [b] log-likelihood for these
+        labels: by default `logits_fn`'s samples through `samples_log_likelihood`; a head
+        overrides it where a fused form exists."""
         del labels
-        return None
+        return functools.partial(likelihood.logits_block_log_likelihood, self.form, logits_fn)
 
     @nn.compact
     def __call__(
@@ -135,15 +139,13 @@ class Head(nn.Module):
             shared = {k: v for k, v in params.items() if k not in self.per_example_params}
             per_example = {k: v for k, v in params.items() if k in self.per_example_params}
             return likelihood.mc_mean_log_likelihood(
-                self.form,
-                logits_fn,
+                self.block_log_likelihood_fn(logits_fn, labels),
                 shared,
                 per_example,
                 labels,
                 key,
                 samples,
                 block,
-                self.block_log_likelihood_fn(labels),
             )
         if mode in ("log_likelihood", "mean_log_likelihood"):
             log_likelihood = likelihood.mc_log_likelihood(

@@ -95,8 +95,8 @@ class HetXLHead(HeteroscedasticHead):
         params = {"locs": locs, "kernel": kernel.astype(self.dtype), **noise}
         return hetxl_logits, params, params["temperature"]
 
-    def block_log_likelihood_fn(self, labels):
+    def block_log_likelihood_fn(self, logits_fn, labels):
         # Integer labels only: soft labels weight every class and take the generic path.
         if self.form == "softmax" and labels.ndim == 1:
             return hetxl_softmax_log_likelihood
-        return None
+        return super().block_log_likelihood_fn(logits_fn, labels)

@@ -96,42 +96,39 @@ def samples_log_likelihood(form: str, logits: jax.Array, labels: jax.Array) -> j
     return sigmoid_log_likelihood(log_p, log_not_p, labels)
 
 
-def _block_log_likelihood(form, logits_fn, num_samples, shared, per_example, aux):
+def logits_block_log_likelihood(
+    form: str, logits_fn: LogitsFn, params, keys: jax.Array, num_samples: int, labels: jax.Array
+) -> jax.Array:
+    """[b] log-likelihood of a block of b examples, all S samples of example i drawn from
+    keys[i]: the generic `BlockLogLikelihoodFn` (bind form and logits_fn with functools.partial;
+    a head may supply a fused one instead)."""
+    return samples_log_likelihood(form, logits_fn(params, keys, num_samples), labels)
+
+
+def _block(block_log_likelihood_fn, num_samples, shared, per_example, aux):
     labels, keys = aux  # keys [b]: each example's S samples come from its own key
-    logits = logits_fn({**shared, **per_example}, keys, num_samples)  # [b, S, K]
-    return samples_log_likelihood(form, logits, labels)
-
-
-def _block_with(block_log_likelihood_fn, num_samples, shared, per_example, aux):
-    labels, keys = aux
     return block_log_likelihood_fn({**shared, **per_example}, keys, num_samples, labels)
 
 
 def mc_mean_log_likelihood(
-    form: str,
-    logits_fn: LogitsFn,
+    block_log_likelihood_fn: BlockLogLikelihoodFn,
     shared,
     per_example,
     labels: jax.Array,
     key: jax.Array,
     num_samples: int,
     examples_per_block: int,
-    block_log_likelihood_fn: BlockLogLikelihoodFn | None = None,
 ) -> jax.Array:
     """Scalar (1/B) sum_b log p(y_b|x_b), value and gradient in one pass (hetclip.heads.fused).
 
-    `logits_fn`'s params are split into `shared` (kernel, factors, temperature) and
-    `per_example` (leaves [B, ...]: locs, scale, diag). Example b draws all its S samples at
-    once from fold_in(key, b): a different draw from the chunked `mc_log_likelihood`, equally
-    distributed. Memory: `examples_per_block` examples' [S, K] logits at a time.
-    `block_log_likelihood_fn(params, keys [b], S, labels [b]) -> [b]`, when given, replaces
-    `logits_fn` + `samples_log_likelihood` for a block (a head's fused form of the two)."""
-    check_form(form)
+    `block_log_likelihood_fn(params, keys [b], S, labels [b]) -> [b]` computes a block's terms
+    (`logits_block_log_likelihood` or a head's fused form); its params are split into `shared`
+    (kernel, factors, temperature) and `per_example` (leaves [B, ...]: locs, scale, diag).
+    Example b draws all its S samples at once from fold_in(key, b): a different draw from the
+    chunked `mc_log_likelihood`, equally distributed. Memory: `examples_per_block` examples'
+    [S, K] logits at a time."""
     batch = labels.shape[0]
-    if block_log_likelihood_fn is None:
-        block_fn = functools.partial(_block_log_likelihood, form, logits_fn, num_samples)
-    else:
-        block_fn = functools.partial(_block_with, block_log_likelihood_fn, num_samples)
+    block_fn = functools.partial(_block, block_log_likelihood_fn, num_samples)
     aux = (labels, mc.chunk_keys(key, batch))  # [B]: fold_in(key, b), as for chunks
     weights = jnp.full((batch,), 1.0 / batch, jnp.float32)
     return fused.weighted_sum(block_fn, shared, per_example, aux, weights, examples_per_block)

@@ -58,7 +58,7 @@ def sample_low_rank_noise(
     low_rank = z.reshape(-1, rank) @ factors.astype(scale.dtype)
     low_rank = low_rank.reshape(batch, num_samples, dim)
     if num_samples < WRITTEN_OUT_FROM_SAMPLES:
-        return low_rank * scale[:, None] + diag[:, None] * e
+        return _scale_and_add_values(low_rank, e, scale, diag)
     return _scale_and_add(low_rank, e, scale, diag)
 
 
@@ -67,12 +67,17 @@ def sample_low_rank_noise(
 WRITTEN_OUT_FROM_SAMPLES = 256
 
 
+def _scale_and_add_values(low_rank: jax.Array, e: jax.Array, scale: jax.Array, diag: jax.Array):
+    """[B, S, M] low_rank * v + d * e, v and d [B, M]."""
+    return low_rank * scale[:, None] + diag[:, None] * e
+
+
 @jax.custom_vjp
 def _scale_and_add(low_rank: jax.Array, e: jax.Array, scale: jax.Array, diag: jax.Array):
-    """[B, S, M] low_rank * v + d * e, v and d [B, M]. Written out so that the gradients of v
-    and d, sums over S, read a written e and are products with ones (hetclip.heads.xla_cpu:
-    autodiff's form took 10 ms per [1000, 1024] example and gradient on the 2-core CPU)."""
-    return low_rank * scale[:, None] + diag[:, None] * e
+    """`_scale_and_add_values` with its gradient written out, so that the gradients of v and d,
+    sums over S, read a written e and are products with ones (hetclip.heads.xla_cpu: autodiff's
+    form took 10 ms per [1000, 1024] example and gradient on the 2-core CPU)."""
+    return _scale_and_add_values(low_rank, e, scale, diag)
 
 
 def _scale_and_add_fwd(low_rank, e, scale, diag):

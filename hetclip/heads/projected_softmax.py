@@ -63,15 +63,15 @@ def _forward(eps, kernel, locs, temperature, labels):
     log_num = jnp.log(float(num_samples))
     log_likelihood = jax.nn.logsumexp(sample_terms, -1) - log_num  # [B]
     sample_weights = jnp.exp(sample_terms - log_likelihood[:, None] - log_num)  # softmax_s(t)
-    residuals = (eps, scaled_eps, kernel, locs, temperature, labels)
+    residuals = (eps, scaled_eps, kernel, locs, scaled_locs, temperature, labels)
     residuals += (shifted_exp.astype(kernel.dtype), normaliser, sample_weights)
     return log_likelihood, residuals
 
 
 def _backward(residuals, cotangent):
-    (eps, scaled_eps, kernel, locs, temperature, labels) = residuals[:6]
-    shifted_exp, normaliser, sample_weights = residuals[6:]
-    scaled_locs = _scaled(eps, kernel, locs, temperature)[1]
+    # eps and locs stay only for their dtypes (live anyway: they are the function's inputs).
+    (eps, scaled_eps, kernel, locs, scaled_locs, temperature, labels) = residuals[:7]
+    shifted_exp, normaliser, sample_weights = residuals[7:]
     # dL/dz_sk = a_s (onehot_k - E_sk / n_s) with a = g w and E = exp(z - max): a row-scaled E
     # plus a one-hot column, so the matmuls read E as it is and [S, K] is never written again.
     label_weights = cotangent.astype(jnp.float32)[:, None] * sample_weights  # a [B, S]
