@@ -103,6 +103,8 @@ def head_flops(kind: str, batch: int, dim: int, classes: int, samples: int, rank
         macs += 2 * batch * dim * classes + batch * samples * rank * classes
     elif kind.startswith("hetxl"):
         macs += 2 * batch * dim * dim + batch * samples * (rank * dim + dim * classes)
+        if samples == 1 and kind != "hetxl_materialised":
+            macs -= batch * dim * classes  # (phi + eps) W: the locs need no product of their own
     return 6.0 * macs
 
 

@@ -81,8 +81,10 @@ class Head(nn.Module):
         locs = jnp.dot(phi.astype(self.dtype), kernel.astype(self.dtype)).astype(jnp.float32)
         return kernel, bias, locs + bias
 
-    def noisy_logits(self, phi: jax.Array):
-        """(logits_fn, params, tau): logits_fn(params, key, C) -> [B, C, K] noisy logits / tau."""
+    def noisy_logits(self, phi: jax.Array, num_samples: int):
+        """(logits_fn, params, tau): logits_fn(params, key, C) -> [B, C, K] noisy logits / tau,
+        params["locs"] [B, K] the deterministic logits. `num_samples` is the call's S: a head
+        may choose a cheaper form for one sample."""
         raise NotImplementedError
 
     def block_log_likelihood_fn(
@@ -109,11 +111,11 @@ class Head(nn.Module):
         likelihood.check_form(self.form)
         if mode not in MODES:
             raise ValueError(f"Unknown head mode {mode!r}; use one of {MODES}.")
-        logits_fn, params, tau = self.noisy_logits(phi)
+        samples = (num_samples or self.num_samples) if self.stochastic else 1
+        logits_fn, params, tau = self.noisy_logits(phi, samples)
         if mode == "locs" or self.is_initializing():
             # Initialisation only creates parameters: it needs no noise and skips the MC work.
             return params["locs"] / tau
-        samples = (num_samples or self.num_samples) if self.stochastic else 1
         per_sample = phi.shape[0] * self.num_classes
         chunk = mc.chunk_size_for(
             samples, max(1, min(self.max_chunk, self.chunk_elements // per_sample))

@@ -23,6 +23,7 @@ class DetHead(Head):
     stochastic: ClassVar[bool] = False
     num_samples: int = 1
 
-    def noisy_logits(self, phi):
+    def noisy_logits(self, phi, num_samples):
+        del num_samples  # always one
         _, _, locs = self.classifier(phi)
         return det_logits, {"locs": locs}, jnp.float32(1.0)

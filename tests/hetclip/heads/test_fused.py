@@ -169,3 +169,26 @@ def test_one_sample_modes_draw_the_same_noise_as_the_streamed_reference():
     want = materialised_log_likelihood("softmax", logits, INT_LABELS)
     np.testing.assert_allclose(per_example, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(mean, want.mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_one_sample_hetxl_adds_the_noise_before_its_one_product():
+    """At S = 1, (phi + eps') W + b: the reference's values and gradients, one [., K] product."""
+    head = HetXLHead(num_classes=K, num_factors=R, num_samples=1)
+    params = nn.meta.unbox(head.init({"params": jax.random.PRNGKey(1)}, PHI, INT_LABELS, key=KEY))
+
+    def loss(params, phi):
+        return -head.apply(params, phi, INT_LABELS, mode="mean_log_likelihood", key=KEY)
+
+    def reference_loss(params, phi):
+        logits = materialised_noisy_logits("hetxl", params, phi, KEY, 1, 1)
+        return -materialised_log_likelihood("softmax", logits, INT_LABELS).mean()
+
+    value, grads = jax.value_and_grad(loss, argnums=(0, 1))(params, PHI)
+    want_value, want_grads = jax.value_and_grad(reference_loss, argnums=(0, 1))(params, PHI)
+    assert_same_value_and_grads(value, grads, want_value, want_grads)
+    # The forward pass's products with the [D, K] kernel: one (the locs' own is dead code).
+    hlo = jax.jit(loss).lower(params, PHI).compile().as_text()
+    class_products = [
+        line for line in hlo.splitlines() if " dot(" in line and f",{K}]" in line.split("=")[1]
+    ]
+    assert len(class_products) == 1, class_products
