@@ -96,15 +96,24 @@ def matmul_peak_gflops(size: int = 2048, repeats: int = 5, dtype: str = "float32
     return 2 * size**3 / best / 1e9
 
 
-def head_flops(kind: str, batch: int, dim: int, classes: int, samples: int, rank: int) -> float:
-    """Forward+backward model FLOPs (matmuls only, 6 per multiply-add, no recomputation)."""
+def head_flops(
+    kind: str, form: str, batch: int, dim: int, classes: int, samples: int, rank: int
+) -> float:
+    """Forward+backward FLOPs of the products the path runs (matmuls only, 6 per multiply-add,
+    no recomputation credited)."""
     macs = batch * dim * classes  # locs
     if kind == "het":
         macs += 2 * batch * dim * classes + batch * samples * rank * classes
     elif kind.startswith("hetxl"):
         macs += 2 * batch * dim * dim + batch * samples * (rank * dim + dim * classes)
-        if samples == 1 and kind != "hetxl_materialised":
-            macs -= batch * dim * classes  # (phi + eps) W: the locs need no product of their own
+        # (phi + eps) W: the locs need no product of their own at one sample, nor in the one-pass
+        # softmax block at small S (hetclip.heads.hetxl).
+        from hetclip.heads.hetxl import FOLDED_BELOW_SAMPLES
+
+        one_pass_softmax = kind == "hetxl" and form == "softmax"
+        one_pass_softmax = one_pass_softmax and samples < FOLDED_BELOW_SAMPLES
+        if kind != "hetxl_materialised" and (samples == 1 or one_pass_softmax):
+            macs -= batch * dim * classes
     return 6.0 * macs
 
 
@@ -153,7 +162,8 @@ def head_step(config: dict):
 def head_worker(config: dict) -> dict:
     fn, args = head_step(config)
     result = _measure(fn, args, config["repeats"])
-    result["gflop"] = head_flops(*(config[k] for k in ("kind", "B", "D", "K", "S", "R"))) / 1e9
+    keys = ("kind", "form", "B", "D", "K", "S", "R")
+    result["gflop"] = head_flops(*(config[k] for k in keys)) / 1e9
     return result
 
 
@@ -189,7 +199,8 @@ def alternate_worker(config: dict) -> dict:
     # paths that best-of times (one lucky call each) cannot.
     reference = "hetxl_materialised" if "hetxl_materialised" in compiled else None
     flops = {
-        kind: head_flops(kind, *(config[k] for k in ("B", "D", "K", "S", "R"))) for kind in best
+        kind: head_flops(kind, *(config[k] for k in ("form", "B", "D", "K", "S", "R")))
+        for kind in best
     }
     return {
         "best_seconds": {kind: round(t, 4) for kind, t in best.items()},

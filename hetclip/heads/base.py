@@ -83,18 +83,20 @@ class Head(nn.Module):
 
     def noisy_logits(self, phi: jax.Array, num_samples: int):
         """(logits_fn, params, tau): logits_fn(params, key, C) -> [B, C, K] noisy logits / tau,
-        params["locs"] [B, K] the deterministic logits. `num_samples` is the call's S: a head
-        may choose a cheaper form for one sample."""
+        params["locs"] [B, K] the deterministic logits (params may hold entries that only some
+        modes read). `num_samples` is the call's S: a head may choose a cheaper form for one
+        sample."""
         raise NotImplementedError
 
-    def block_log_likelihood_fn(
-        self, logits_fn: likelihood.LogitsFn, labels: jax.Array
-    ) -> likelihood.BlockLogLikelihoodFn:
+    def one_pass_block(
+        self, logits_fn: likelihood.LogitsFn, params: dict, labels: jax.Array, num_samples: int
+    ) -> tuple[likelihood.BlockLogLikelihoodFn, dict]:
         """The one-pass mode's (params, keys [b], S, labels [b]) -> [b] log-likelihood for these
-        labels: by default `logits_fn`'s samples through `samples_log_likelihood`; a head
-        overrides it where a fused form exists."""
-        del labels
-        return functools.partial(likelihood.logits_block_log_likelihood, self.form, logits_fn)
+        labels and S, and the entries of `params` it reads: by default `logits_fn`'s samples
+        through `samples_log_likelihood`; a head overrides it where a fused form exists."""
+        del labels, num_samples
+        block_fn = functools.partial(likelihood.logits_block_log_likelihood, self.form, logits_fn)
+        return block_fn, params
 
     @nn.compact
     def __call__(
@@ -138,10 +140,11 @@ class Head(nn.Module):
         )
         if mode == "mean_log_likelihood" and self.one_pass_mean and per_device_examples >= 1:
             block = fused.examples_per_block(phi.shape[0], per_device_examples, jax.device_count())
+            block_fn, params = self.one_pass_block(logits_fn, params, labels, samples)
             shared = {k: v for k, v in params.items() if k not in self.per_example_params}
             per_example = {k: v for k, v in params.items() if k in self.per_example_params}
             return likelihood.mc_mean_log_likelihood(
-                self.block_log_likelihood_fn(logits_fn, labels),
+                block_fn,
                 shared,
                 per_example,
                 labels,

@@ -63,13 +63,37 @@ def hetxl_softmax_log_likelihood(
     """[b] softmax MC log-likelihood of a block of examples, S samples each from keys [b]: the
     same value and draws as `hetxl_logits` + `samples_log_likelihood`, in fewer passes
     (hetclip.heads.projected_softmax)."""
+    noise = _block_noise(params, keys, num_samples)
+    return projected_softmax_log_likelihood(
+        noise, params["kernel"], params["locs"], params["temperature"], labels
+    )
+
+
+def hetxl_folded_softmax_log_likelihood(
+    params, keys: jax.Array, num_samples: int, labels: jax.Array
+) -> jax.Array:
+    """`hetxl_softmax_log_likelihood` (rounding apart) with the noise added to phi before the
+    product, z_s = ((phi + eps'_s) W + b) / tau: the block's only [D, K] products are the
+    samples' (no locs = phi W + b of its own, 1/S of the work). Reads params["phi"] [b, D] and
+    params["bias"] [K], not params["locs"]."""
     kernel = params["kernel"]
-    eps = sample_low_rank_noise(
+    noisy_phi = mc.add_to_samples(params["phi"], _block_noise(params, keys, num_samples))
+    bias = jnp.broadcast_to(params["bias"], (noisy_phi.shape[0], kernel.shape[1]))
+    return projected_softmax_log_likelihood(noisy_phi, kernel, bias, params["temperature"], labels)
+
+
+def _block_noise(params, keys: jax.Array, num_samples: int) -> jax.Array:
+    """eps' [b, S, D], example i's samples from keys[i]."""
+    return sample_low_rank_noise(
         keys, params["factors"], params["scale"], params["diag"], num_samples
     )
-    return projected_softmax_log_likelihood(
-        eps, kernel, params["locs"], params["temperature"], labels
-    )
+
+
+# The one-pass softmax block adds the noise to phi below this many samples: at B = 32,
+# K = 1,000 on the 2-core CPU that block took 0.95 / 0.97 / 1.00 / 1.03 / 1.16 of the time of
+# the locs form at S = 16 / 32 / 64 / 128 / 1000 (K = 29,593, S = 16: 0.88); at larger S the
+# saved product is a small share and the extra [S, D] pass for phi's gradient costs more.
+FOLDED_BELOW_SAMPLES = 64
 
 
 def hetxl_logits(params, key: jax.Array, chunk_size: int) -> jax.Array:
@@ -97,6 +121,7 @@ class HetXLHead(HeteroscedasticHead):
     # Each sample costs a [D] x [D, K] product: the one-pass training mode saves a quarter of
     # them (the streamed backward pass recomputes the forward's).
     one_pass_mean: ClassVar[bool] = True
+    per_example_params: ClassVar[tuple[str, ...]] = ("locs", "scale", "diag", "phi")
     learn_temperature: bool = True
 
     def noisy_logits(self, phi, num_samples):
@@ -105,13 +130,19 @@ class HetXLHead(HeteroscedasticHead):
         # kernel could not be sharded.
         noise = self.noise_and_temperature(phi, phi.shape[-1], "noise_embed")
         params = {"locs": locs, "kernel": kernel.astype(self.dtype), **noise}
-        if num_samples == 1:
-            params.update(phi=phi, bias=bias)
-            return hetxl_folded_logits, params, params["temperature"]
-        return hetxl_logits, params, params["temperature"]
+        # phi and b for the forms that add the noise before the product (unread elsewhere).
+        params.update(phi=phi, bias=bias)
+        logits_fn = hetxl_folded_logits if num_samples == 1 else hetxl_logits
+        return logits_fn, params, params["temperature"]
 
-    def block_log_likelihood_fn(self, logits_fn, labels):
+    def one_pass_block(self, logits_fn, params, labels, num_samples):
         # Integer labels only: soft labels weight every class and take the generic path.
-        if self.form == "softmax" and labels.ndim == 1:
-            return hetxl_softmax_log_likelihood
-        return super().block_log_likelihood_fn(logits_fn, labels)
+        if self.form == "softmax" and labels.ndim == 1 and num_samples < FOLDED_BELOW_SAMPLES:
+            # Without locs: its product would run for nothing (the block adds phi to the noise).
+            unread = ("locs",)
+            block_fn = hetxl_folded_softmax_log_likelihood
+        elif self.form == "softmax" and labels.ndim == 1:
+            unread, block_fn = ("phi", "bias"), hetxl_softmax_log_likelihood
+        else:
+            return super().one_pass_block(logits_fn, params, labels, num_samples)
+        return block_fn, {k: v for k, v in params.items() if k not in unread}

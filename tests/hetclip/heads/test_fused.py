@@ -11,6 +11,7 @@ from flax import linen as nn
 
 from hetclip.heads import DetHead, HetHead, HetXLHead
 from hetclip.heads.fused import examples_per_block, weighted_sum
+from hetclip.heads.hetxl import FOLDED_BELOW_SAMPLES
 from hetclip.heads.reference import (
     materialised_keyed_noisy_logits,
     materialised_log_likelihood,
@@ -192,3 +193,25 @@ def test_one_sample_hetxl_adds_the_noise_before_its_one_product():
         line for line in hlo.splitlines() if " dot(" in line and f",{K}]" in line.split("=")[1]
     ]
     assert len(class_products) == 1, class_products
+
+
+@pytest.mark.parametrize("samples,folded", [(S, True), (FOLDED_BELOW_SAMPLES, False)])
+def test_hetxl_softmax_block_with_and_without_the_noise_added_to_phi(samples, folded):
+    """Below FOLDED_BELOW_SAMPLES the one-pass block adds the noise to phi before the product,
+    from it on it adds locs after; both equal the keyed reference (values and gradients)."""
+    head = HetXLHead(num_classes=K, num_factors=R, num_samples=samples)
+    params = nn.meta.unbox(head.init({"params": jax.random.PRNGKey(1)}, PHI, INT_LABELS, key=KEY))
+
+    def fused(params, phi):
+        return head.apply(params, phi, INT_LABELS, mode="mean_log_likelihood", key=KEY)
+
+    def reference(params, phi):
+        logits = materialised_keyed_noisy_logits("hetxl", params, phi, KEY, samples)
+        return materialised_log_likelihood("softmax", logits, INT_LABELS).mean()
+
+    value, grads = jax.value_and_grad(fused, argnums=(0, 1))(params, PHI)
+    want_value, want_grads = jax.value_and_grad(reference, argnums=(0, 1))(params, PHI)
+    assert_same_value_and_grads(value, grads, want_value, want_grads)
+    jaxpr = str(jax.make_jaxpr(fused)(params, PHI))
+    assert ("_add_to_samples" in jaxpr) == folded  # phi + eps: only the folded block adds
+    assert "projected_softmax_log_likelihood" in jaxpr
