@@ -136,13 +136,14 @@ class HetXLHead(HeteroscedasticHead):
         return logits_fn, params, params["temperature"]
 
     def one_pass_block(self, logits_fn, params, labels, num_samples):
-        # Integer labels only: soft labels weight every class and take the generic path.
+        # Each block reads either locs or (phi, b): passing the other would cost its gradient
+        # (for locs, its product too). Integer labels only take the fused softmax blocks: soft
+        # labels weight every class and take the generic path.
         if self.form == "softmax" and labels.ndim == 1 and num_samples < FOLDED_BELOW_SAMPLES:
-            # Without locs: its product would run for nothing (the block adds phi to the noise).
-            unread = ("locs",)
-            block_fn = hetxl_folded_softmax_log_likelihood
+            block_fn, unread = hetxl_folded_softmax_log_likelihood, ("locs",)
         elif self.form == "softmax" and labels.ndim == 1:
-            unread, block_fn = ("phi", "bias"), hetxl_softmax_log_likelihood
+            block_fn, unread = hetxl_softmax_log_likelihood, ("phi", "bias")
         else:
-            return super().one_pass_block(logits_fn, params, labels, num_samples)
+            block_fn, _ = super().one_pass_block(logits_fn, params, labels, num_samples)
+            unread = ("phi", "bias")
         return block_fn, {k: v for k, v in params.items() if k not in unread}
