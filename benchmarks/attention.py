@@ -2,13 +2,17 @@
 
   python benchmarks/attention.py [--batch 256] [--tokens 197,256] [--heads 12] [--head-dim 64]
   python benchmarks/attention.py --batch 64 --tokens 197 --heads 6 --dtype float32   (ViT-S, CPU)
+  python benchmarks/attention.py --step "ViT w192" --rounds 5       whole vs_open_clip.py steps
 
 Times jit(grad) of sum(attention(q, k, v) * w) for XLA's attention (jax.nn.dot_product_attention),
-towers.common.heads_major_attention (what towers.common.fused_attention runs off cuDNN) and, on
+towers.common.heads_major_attention (what towers.common.fused_attention runs off cuDNN and off
+the CPU), towers.common.per_head_attention (what it runs on the CPU) and, on
 a GPU, cuDNN's fused kernel, plain and on sequences padded to a multiple of 64
 (towers.common.padded_attention, what fused_attention runs there), alternately; the error of
 each is ||out - ref|| / ||ref|| against XLA's attention on the float32 upcast of the same inputs.
 Shapes cuDNN rejects (JAX raises NotImplementedError, e.g. 197 tokens) are reported as such.
+--step builds that vs_open_clip.py setup's hetclip step twice, the CPU attention as
+per_head_attention and as heads_major_attention, and times the compiled steps in turn.
 """
 
 from __future__ import annotations
@@ -32,7 +36,12 @@ def main() -> None:
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    parser.add_argument("--step", help="time whole steps of the vs_open_clip.py setup so named")
+    parser.add_argument("--rounds", type=int, default=3, help="with --step")
     args = parser.parse_args()
+    if args.step:
+        steps(args.step, args.rounds)
+        return
     print(f"attention fwd+bwd, {args.dtype}, on {jax.devices()[0].device_kind}")
     for tokens in map(int, args.tokens.split(",")):
         compare((args.batch, tokens, args.heads, args.head_dim), args.repeats, args.dtype)
@@ -50,16 +59,18 @@ def compare(shape: tuple[int, int, int, int], repeats: int, dtype: str) -> None:
     batch, tokens, heads, head_dim = shape
     flops = 3 * 4 * batch * heads * tokens**2 * head_dim  # 2 [T, T, d] matmuls fwd, 4 bwd
     timed = {}
-    from towers.common import heads_major_attention, padded_attention
+    from towers.common import heads_major_attention, padded_attention, per_head_attention
 
     gpu = jax.default_backend() == "gpu"
-    for name in ["xla", "heads-major"] + (["cudnn", "cudnn, padded"] if gpu else []):
+    for name in ["xla", "heads-major", "per-head"] + (["cudnn", "cudnn, padded"] if gpu else []):
 
         def attend(q, k, v, name=name):
             if name.endswith("padded"):  # what towers.common.fused_attention runs
                 return padded_attention(q, k, v, "cudnn")
             if name == "heads-major":
                 return heads_major_attention(q, k, v)
+            if name == "per-head":
+                return per_head_attention(q, k, v)
             return jax.nn.dot_product_attention(q, k, v, implementation=name)
 
         def loss(q, k, v, w, attend=attend):
@@ -87,6 +98,55 @@ def compare(shape: tuple[int, int, int, int], repeats: int, dtype: str) -> None:
             f"{shape} {name}: {best * 1e3:.2f} ms ({best / timed['xla'][2]:.2f}x XLA), "
             f"{flops / best / 1e9:,.0f} GFLOP/s, relative error {error:.1e}"
         )
+
+
+def steps(only: str, rounds: int) -> None:
+    import jax
+
+    import towers.common
+
+    dense_layout = _load("dense_layout")
+    vs_open_clip, train_step = _load("vs_open_clip"), _load("train_step")
+    (name,) = [n for n in vs_open_clip.SETUPS if n.startswith(only)][:1]
+    _, overrides, size, context, batch = vs_open_clip.SETUPS[name]
+    spec = vs_open_clip.CPU_SPEC.format(size=size, batch=batch)
+    per_head = towers.common.per_head_attention
+    built = {}
+    for form, attention in [
+        ("heads-major", towers.common.heads_major_attention),
+        ("per-head", per_head),
+    ]:
+        # fused_attention looks the function up whenever it is traced: swap it until compiled.
+        towers.common.per_head_attention = attention
+        try:
+            step, state, inputs, _, _ = train_step.build_step(spec, overrides, size, context)
+            step = step.lower(state, inputs).compile()
+        finally:
+            towers.common.per_head_attention = per_head
+        state, metrics = step(state, inputs)  # warm-up
+        jax.block_until_ready(metrics)
+        built[form] = [step, state, inputs]
+
+    def call(form: str) -> None:
+        step, state, inputs = built[form]
+        built[form][1], metrics = step(state, inputs)
+        jax.block_until_ready(metrics)
+
+    best = dense_layout._best_in_turn({f: (lambda f=f: call(f)) for f in built}, rounds, 2)
+    print(
+        f"{name}: heads-major {best['heads-major']:.3f} s / step, per-head "
+        f"{best['per-head']:.3f} s / step, speed-up {best['heads-major'] / best['per-head']:.3f}",
+        flush=True,
+    )
+
+
+def _load(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 if __name__ == "__main__":

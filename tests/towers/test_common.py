@@ -75,10 +75,12 @@ def test_padded_attention_equals_unpadded_values_and_gradients(queries, keys):
         np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+@pytest.mark.parametrize("implementation", ["heads_major_attention", "per_head_attention"])
 @pytest.mark.parametrize("dtype,tolerance", [(jnp.float32, 1e-5), (jnp.bfloat16, 2e-2)])
-def test_heads_major_attention_equals_jax_attention_with_bias_and_mask(dtype, tolerance):
-    from towers.common import heads_major_attention
+def test_xla_attentions_equal_jax_attention_with_bias_and_mask(implementation, dtype, tolerance):
+    import towers.common
 
+    attention = getattr(towers.common, implementation)
     rng = jax.random.split(jax.random.PRNGKey(2), 4)
     query = jax.random.normal(rng[0], (2, 5, 3, 8)).astype(dtype)
     key = jax.random.normal(rng[1], (2, 7, 3, 8)).astype(dtype)
@@ -91,8 +93,12 @@ def test_heads_major_attention_equals_jax_attention_with_bias_and_mask(dtype, to
     def loss(attend):
         return lambda q, k, v: jnp.sum(jnp.sin(attend(q, k, v).astype(jnp.float32)))
 
-    for b, m in [(None, None), (bias, None), (None, mask), (bias, mask)]:
-        ours = functools.partial(heads_major_attention, bias=b, mask=m)
+    # Per-head bias [1, H, Q, K]; a key-padding mask shared by the heads [B, 1, Q, K]; and a
+    # [Q, K] mask of lower rank, broadcast over batch and heads (a causal mask).
+    causal = np.tril(np.ones((5, 7), bool))
+    cases = [(None, None), (bias, None), (None, mask), (bias, mask), (None, causal)]
+    for b, m in cases:
+        ours = functools.partial(attention, bias=b, mask=m)
         theirs = functools.partial(jax.nn.dot_product_attention, bias=b, mask=m)
         assert ours(query, key, value).dtype == dtype
         np.testing.assert_allclose(
@@ -101,6 +107,7 @@ def test_heads_major_attention_equals_jax_attention_with_bias_and_mask(dtype, to
             atol=tolerance,
         )
         got = jax.grad(loss(ours), argnums=(0, 1, 2))(query, key, value)
+        assert not np.allclose(np.asarray(got[0], np.float32), 0)
         want = jax.grad(loss(theirs), argnums=(0, 1, 2))(query, key, value)
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(
@@ -160,7 +167,8 @@ def test_towers_dense_layers_use_the_flat_product_and_keep_big_vision_names():
     assert shapes["MultiHeadDotProductAttention_0"]["out"]["kernel"] == (2, 2, 4)
     assert shapes["MlpBlock_0"]["Dense_0"]["kernel"] == (4, 8)
     # Every product of the block's projections is 2-D ([B*T, C] x [C, F]); the only
-    # higher-rank products left are attention's own batched ones.
+    # higher-rank products left are attention's own batched ones: on this CPU two [B, T, d]
+    # products per head (per_head_attention).
     jaxpr = jax.make_jaxpr(lambda p: block.apply({"params": p}, x))(params)
     ranks = sorted(
         tuple(v.aval.ndim for v in e.invars)
@@ -168,7 +176,8 @@ def test_towers_dense_layers_use_the_flat_product_and_keep_big_vision_names():
         if e.primitive.name == "dot_general"
     )
     assert ranks.count((2, 2)) == 6  # query, key, value, out, Dense_0, Dense_1
-    assert all(r in ((2, 2), (4, 4)) for r in ranks), ranks
+    assert ranks.count((3, 3)) == 2 * block.num_heads, ranks
+    assert len(ranks) == 6 + 2 * block.num_heads, ranks
 
 
 def _all_eqns(jaxpr):
