@@ -18,6 +18,7 @@ per_head_attention and as heads_major_attention, and times the compiled steps in
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import time
@@ -101,52 +102,26 @@ def compare(shape: tuple[int, int, int, int], repeats: int, dtype: str) -> None:
 
 
 def steps(only: str, rounds: int) -> None:
-    import jax
-
     import towers.common
 
-    dense_layout = _load("dense_layout")
-    vs_open_clip, train_step = _load("vs_open_clip"), _load("train_step")
-    (name,) = [n for n in vs_open_clip.SETUPS if n.startswith(only)][:1]
-    _, overrides, size, context, batch = vs_open_clip.SETUPS[name]
-    spec = vs_open_clip.CPU_SPEC.format(size=size, batch=batch)
-    per_head = towers.common.per_head_attention
-    built = {}
-    for form, attention in [
-        ("heads-major", towers.common.heads_major_attention),
-        ("per-head", per_head),
-    ]:
-        # fused_attention looks the function up whenever it is traced: swap it until compiled.
-        towers.common.per_head_attention = attention
-        try:
-            step, state, inputs, _, _ = train_step.build_step(spec, overrides, size, context)
-            step = step.lower(state, inputs).compile()
-        finally:
-            towers.common.per_head_attention = per_head
-        state, metrics = step(state, inputs)  # warm-up
-        jax.block_until_ready(metrics)
-        built[form] = [step, state, inputs]
-
-    def call(form: str) -> None:
-        step, state, inputs = built[form]
-        built[form][1], metrics = step(state, inputs)
-        jax.block_until_ready(metrics)
-
-    best = dense_layout._best_in_turn({f: (lambda f=f: call(f)) for f in built}, rounds, 2)
+    spec = importlib.util.spec_from_file_location("step_ab", os.path.join(HERE, "step_ab.py"))
+    step_ab = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_ab)
+    name, best = step_ab.compare_steps(
+        only,
+        rounds,
+        towers.common,
+        "per_head_attention",  # what fused_attention runs on a CPU
+        {
+            "heads-major": towers.common.heads_major_attention,
+            "per-head": towers.common.per_head_attention,
+        },
+    )
     print(
         f"{name}: heads-major {best['heads-major']:.3f} s / step, per-head "
         f"{best['per-head']:.3f} s / step, speed-up {best['heads-major'] / best['per-head']:.3f}",
         flush=True,
     )
-
-
-def _load(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 if __name__ == "__main__":

@@ -18,10 +18,12 @@ import argparse
 import importlib.util
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+_spec = importlib.util.spec_from_file_location("step_ab", os.path.join(HERE, "step_ab.py"))
+step_ab = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(step_ab)
 
 # name: (batch, tokens, input features, output features)
 LAYERS = {
@@ -29,25 +31,6 @@ LAYERS = {
     "ViT-S/16 @ 224 px, batch 64: MLP Dense_0": (64, 197, 384, 1536),
     "ViT-S/16 @ 224 px, batch 64: MLP Dense_1": (64, 197, 1536, 384),
 }
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _best_in_turn(calls: dict, rounds: int, per_round: int) -> dict:
-    """{name: best seconds} of callables run in turn, `per_round` calls each per round."""
-    best = {name: float("inf") for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            for _ in range(per_round):
-                start = time.perf_counter()
-                call()
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def layers(rounds: int) -> None:
@@ -72,7 +55,7 @@ def layers(rounds: int) -> None:
             jax.block_until_ready(step(x, kernel, grad_out))
             args = (x, kernel, grad_out)
             calls[form] = lambda step=step, args=args: jax.block_until_ready(step(*args))
-        best = _best_in_turn(calls, rounds, 5)
+        best = step_ab.best_in_turn(calls, rounds, 5)
         flops = 6.0 * batch * tokens * features_in * features_out
         rate = flops / best["flat"] / 1e9
         print(
@@ -87,30 +70,13 @@ def steps(only: str, rounds: int) -> None:
 
     import towers.common
 
-    vs_open_clip, train_step = _load("vs_open_clip"), _load("train_step")
-    (name,) = [n for n in vs_open_clip.SETUPS if n.startswith(only)][:1]
-    _, overrides, size, context, batch = vs_open_clip.SETUPS[name]
-    spec = vs_open_clip.CPU_SPEC.format(size=size, batch=batch)
-    flat = towers.common.token_flat_dot_general
-    built = {}
-    for form, dot_general in [("lax", jax.lax.dot_general), ("flat", flat)]:
-        # The towers look the function up whenever they are traced: swap it until compiled.
-        towers.common.token_flat_dot_general = dot_general
-        try:
-            step, state, inputs, _, _ = train_step.build_step(spec, overrides, size, context)
-            step = step.lower(state, inputs).compile()
-        finally:
-            towers.common.token_flat_dot_general = flat
-        state, metrics = step(state, inputs)  # warm-up
-        jax.block_until_ready(metrics)
-        built[form] = [step, state, inputs]
-
-    def call(form: str) -> None:
-        step, state, inputs = built[form]
-        built[form][1], metrics = step(state, inputs)
-        jax.block_until_ready(metrics)
-
-    best = _best_in_turn({form: (lambda f=form: call(f)) for form in built}, rounds, 2)
+    name, best = step_ab.compare_steps(
+        only,
+        rounds,
+        towers.common,
+        "token_flat_dot_general",
+        {"lax": jax.lax.dot_general, "flat": towers.common.token_flat_dot_general},
+    )
     print(
         f"{name}: lax {best['lax']:.3f} s / step, flat {best['flat']:.3f} s / step, "
         f"speed-up {best['lax'] / best['flat']:.3f}",

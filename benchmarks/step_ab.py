@@ -1,0 +1,65 @@
+"""Whole hetclip training steps built with one function of a module swapped, timed in turn.
+
+Used by dense_layout.py --step and attention.py --step: builds the hetclip step of a
+vs_open_clip.py setup once per variant (the towers look the swapped function up whenever they
+are traced, so it only has to be in place until the step is compiled) and times the compiled
+steps in turn, so the machine's drift hits every variant alike.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def load(name: str):
+    """A sibling benchmark script as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def best_in_turn(calls: dict, rounds: int, per_round: int) -> dict:
+    """{name: best seconds} of callables run in turn, `per_round` calls each per round."""
+    best = {name: float("inf") for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(per_round):
+                start = time.perf_counter()
+                call()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def compare_steps(only: str, rounds: int, module, attribute: str, variants: dict) -> tuple:
+    """(setup name, {variant: best s / step}) for the vs_open_clip.py setup whose name starts
+    with `only`, its step built with module.attribute set to each of `variants`' values."""
+    import jax
+
+    vs_open_clip, train_step = load("vs_open_clip"), load("train_step")
+    (name,) = [n for n in vs_open_clip.SETUPS if n.startswith(only)][:1]
+    _, overrides, size, context, batch = vs_open_clip.SETUPS[name]
+    spec = vs_open_clip.CPU_SPEC.format(size=size, batch=batch)
+    original = getattr(module, attribute)
+    built = {}
+    for variant, value in variants.items():
+        setattr(module, attribute, value)
+        try:
+            step, state, inputs, _, _ = train_step.build_step(spec, overrides, size, context)
+            step = step.lower(state, inputs).compile()
+        finally:
+            setattr(module, attribute, original)
+        state, metrics = step(state, inputs)  # warm-up
+        jax.block_until_ready(metrics)
+        built[variant] = [step, state, inputs]
+
+    def call(variant: str) -> None:
+        step, state, inputs = built[variant]
+        built[variant][1], metrics = step(state, inputs)
+        jax.block_until_ready(metrics)
+
+    return name, best_in_turn({v: (lambda v=v: call(v)) for v in built}, rounds, 2)
