@@ -125,9 +125,10 @@ def fused_attention(query, key, value, bias=None, mask=None, dropout_rate=0.0, *
 def heads_major_attention(query, key, value, bias=None, mask=None) -> jax.Array:
     """The same attention as XLA's jax.nn.dot_product_attention (float32 logits and softmax,
     masked logits set to -0.7 * float32's max), with q, k, v moved to [B, H, T, d] first, so
-    every product is a plain batched matmul over leading axes. XLA:CPU runs the [B, T, H, d]
-    layout's strided products slowly: at a ViT-S/16 block's shape (batch 64, 197 tokens, 6 heads
-    of 64) this is 1.4-1.6x faster forward and backward on the 2-core CPU (BENCHMARKS.md).
+    every product is a plain batched matmul over leading axes. What fused_attention runs off
+    the CPU where cuDNN does not apply (on an H100 as fast as XLA's own attention). On a 2-core
+    CPU it was 1.4-1.6x faster than XLA's attention forward and backward at a ViT-S/16 block's
+    shape (batch 64, 197 tokens, 6 heads of 64; per_head_attention is faster still there).
     bias / mask broadcast to [B, H, Q, K] logits; returns [B, Q, H, d]."""
     scale = jnp.asarray(query.shape[-1] ** -0.5, query.dtype)
     query, key, value = (jnp.swapaxes(x, 1, 2) for x in (query * scale, key, value))
@@ -143,9 +144,9 @@ def per_head_attention(query, key, value, bias=None, mask=None) -> jax.Array:
     product on one thread; H independent chains give its executor work for both cores, and no
     [B, H, T, d] copies are made. Forward + backward on a 2-core Xeon: 0.86x heads_major's time
     at the tiny CLIP's image attention (batch 256, 65 tokens, 3 heads), 0.89x at ViT-S/16's
-    (batch 64, 197 tokens, 6 heads), 1.13x at 32 text tokens; whole tiny CLIP steps 1.06-1.18x
-    faster in three A/Bs (BENCHMARKS.md). bias / mask broadcast to [B, H, Q, K] logits; returns
-    [B, Q, H, d]."""
+    (batch 64, 197 tokens, 6 heads), 1.13x at 32 text tokens; whole steps 1.06-1.18x faster
+    (tiny CLIP) and 0.96-1.21x (ViT-S/16) in A/Bs (BENCHMARKS.md). bias / mask broadcast to
+    [B, H, Q, K] logits; returns [B, Q, H, d]."""
     scale = jnp.asarray(query.shape[-1] ** -0.5, query.dtype)
     query = query * scale
     outputs = []
