@@ -17,6 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from towers import cpu_attention
+
 Dtype = jnp.dtype
 
 
@@ -108,8 +110,9 @@ def attention_implementation(query: jax.Array, bias=None, mask=None) -> str | No
 def fused_attention(query, key, value, bias=None, mask=None, dropout_rate=0.0, **unused):
     """softmax(q k^T / sqrt(d) + bias) v for q [B, Q, H, d], k / v [B, K, H, d] (Vaswani et al.
     2017, eq. 1): cuDNN's fused kernel where attention_implementation allows it (a GPU in
-    bfloat16), per_head_attention on a CPU, heads_major_attention elsewhere. No attention
-    dropout (no tower uses it)."""
+    bfloat16); on a CPU the compiled kernel of towers.cpu_attention for float32 attention
+    without bias or mask, else per_head_attention; heads_major_attention elsewhere. No
+    attention dropout (no tower uses it)."""
     if dropout_rate:
         raise ValueError("fused_attention has no attention dropout; set dropout_rate=0.")
     if attention_implementation(query, bias, mask) == "cudnn":
@@ -118,6 +121,8 @@ def fused_attention(query, key, value, bias=None, mask=None, dropout_rate=0.0, *
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # this cuDNN / GPU cannot run the shape: the XLA attention below does
     if jax.default_backend() == "cpu":
+        if cpu_attention.supports(query, key, value, bias, mask):
+            return cpu_attention.attention(query, key, value)
         return per_head_attention(query, key, value, bias, mask)
     return heads_major_attention(query, key, value, bias, mask)
 

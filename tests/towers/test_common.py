@@ -166,16 +166,25 @@ def test_towers_dense_layers_use_the_flat_product_and_keep_big_vision_names():
     assert shapes["MultiHeadDotProductAttention_0"]["query"]["kernel"] == (4, 2, 2)
     assert shapes["MultiHeadDotProductAttention_0"]["out"]["kernel"] == (2, 2, 4)
     assert shapes["MlpBlock_0"]["Dense_0"]["kernel"] == (4, 8)
-    # Every product of the block's projections is 2-D ([B*T, C] x [C, F]); the only
-    # higher-rank products left are attention's own batched ones: on this CPU two [B, T, d]
-    # products per head (per_head_attention).
-    jaxpr = jax.make_jaxpr(lambda p: block.apply({"params": p}, x))(params)
-    ranks = sorted(
-        tuple(v.aval.ndim for v in e.invars)
-        for e in _all_eqns(jaxpr.jaxpr)
-        if e.primitive.name == "dot_general"
-    )
-    assert ranks.count((2, 2)) == 6  # query, key, value, out, Dense_0, Dense_1
+    # Every product of the block's projections is 2-D ([B*T, C] x [C, F]); attention's own
+    # products are, on this CPU, inside the compiled kernel's custom call, or, without it, two
+    # [B, T, d] products per head (per_head_attention).
+    from towers import cpu_attention
+
+    def products_and_calls():
+        jaxpr = jax.make_jaxpr(lambda p: block.apply({"params": p}, x))(params)
+        eqns = list(_all_eqns(jaxpr.jaxpr))
+        ranks = sorted(
+            tuple(v.aval.ndim for v in e.invars) for e in eqns if e.primitive.name == "dot_general"
+        )
+        return ranks, sum(e.primitive.name == "ffi_call" for e in eqns)
+
+    assert cpu_attention.available()
+    ranks, calls = products_and_calls()
+    assert ranks == [(2, 2)] * 6 and calls == 1, (ranks, calls)  # query ... Dense_1; attention
+    with cpu_attention.disabled():
+        ranks, calls = products_and_calls()
+    assert ranks.count((2, 2)) == 6 and calls == 0
     assert ranks.count((3, 3)) == 2 * block.num_heads, ranks
     assert len(ranks) == 6 + 2 * block.num_heads, ranks
 
