@@ -3,11 +3,11 @@
   python benchmarks/compiler_options.py [--only "tiny default, CLIP"] [--rounds 3] \
       [--variants '{"default": {}, "onednn": {"xla_cpu_use_onednn": true}}']
 
-Builds a setup of benchmarks/train_step.py once, compiles its lowered step with each variant's
-`compiler_options` (XLA DebugOptions fields; enum fields take their enum names, e.g.
-LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT), and times the variants in turn (`--rounds` rounds of
-`--steps` steps each, best step kept), so the machine's drift hits every variant alike. A variant
-that does not compile is reported and skipped.
+Builds a setup of benchmarks/train_step.py (or hetclip's side of one of vs_open_clip.py) once,
+compiles its lowered step with each variant's `compiler_options` (XLA DebugOptions fields; enum
+fields take their enum names, e.g. LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT), and times the variants in
+turn (`--rounds` rounds of `--steps` steps each, best step kept), so the machine's drift hits every
+variant alike. A variant that does not compile is reported and skipped.
 """
 
 from __future__ import annotations
@@ -30,24 +30,23 @@ ONEDNN_PRODUCTS = {
 DEFAULT_VARIANTS = {"default": {}, "onednn_products": ONEDNN_PRODUCTS}
 
 
-def _train_step_module():
-    spec = importlib.util.spec_from_file_location("train_step", os.path.join(HERE, "train_step.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="tiny default, CLIP", help="a train_step.py setup")
+    parser.add_argument(
+        "--only", default="tiny default, CLIP", help="a train_step.py or vs_open_clip.py setup"
+    )
     parser.add_argument("--variants", default=json.dumps(DEFAULT_VARIANTS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2, help="timed steps per round and variant")
     args = parser.parse_args()
     import jax
 
-    train_step = _train_step_module()
-    step, state, batch, flops, _ = train_step.build_step(*train_step.SETUPS[args.only])
+    spec = importlib.util.spec_from_file_location(
+        "vs_open_clip", os.path.join(HERE, "vs_open_clip.py")
+    )
+    vs_open_clip = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vs_open_clip)
+    only, (step, state, batch, flops, _) = vs_open_clip.build_any_step(args.only)
     lowered = step.lower(state, batch)
     compiled = {}
     for name, options in json.loads(args.variants).items():
@@ -68,7 +67,7 @@ def main() -> None:
                 jax.block_until_ready(metrics)
                 best[name] = min(best[name], time.perf_counter() - start)
     for name, seconds in best.items():
-        print(f"{args.only} | {name}: {seconds:.3f} s / step, {flops / seconds / 1e9:.0f} GFLOP/s")
+        print(f"{only} | {name}: {seconds:.3f} s / step, {flops / seconds / 1e9:.0f} GFLOP/s")
 
 
 if __name__ == "__main__":

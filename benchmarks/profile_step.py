@@ -2,12 +2,13 @@
 
   python benchmarks/profile_step.py [--only "ViT-S/16 CLIP 224px"] [--steps 2]
 
-Builds a setup of benchmarks/train_step.py, traces a few steps with jax.profiler, and reads the
-trace (XSpace protobuf, parsed with TensorFlow's copy of the schema). Each kernel XLA:CPU ran
-(a matmul fusion handed to a library, an elementwise fusion, a copy) is matched to the compiled
-HLO to get the op it came from and, for matmuls, its FLOPs (2 * output elements * contracted
-size). Rows group the same op across layers ("encoderblock_3" -> "blk"). Kernel times are
-summed over the worker threads, so they can exceed the step's wall time where kernels overlap.
+Builds a setup of benchmarks/train_step.py (or hetclip's side of one of vs_open_clip.py), traces a
+few steps with jax.profiler, and reads the trace (XSpace protobuf, parsed with TensorFlow's copy of
+the schema). Each kernel XLA:CPU ran (a matmul fusion handed to a library, an elementwise fusion, a
+copy) is matched to the compiled HLO to get the op it came from and, for matmuls, its FLOPs (2 *
+output elements * contracted size). Rows group the same op across layers ("encoderblock_3" ->
+"blk"). Kernel times are summed over the worker threads, so they can exceed the step's wall time
+where kernels overlap.
 """
 
 from __future__ import annotations
@@ -85,8 +86,7 @@ def main() -> None:
     import jax
 
     train_step = _load("train_step")
-    (name,) = train_step.selected(train_step.SETUPS, args.only)[:1]
-    step, state, batch, flops, _ = train_step.build_step(*train_step.SETUPS[name])
+    name, (step, state, batch, flops, _) = _load("vs_open_clip").build_any_step(args.only)
     # One compile: the compiled step gives the HLO and is what is timed and traced.
     step = step.lower(state, batch).compile()
     table = kernel_table(step.as_text())

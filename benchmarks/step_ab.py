@@ -40,16 +40,14 @@ def compare_steps(only: str, rounds: int, module, attribute: str, variants: dict
     with `only`, its step built with module.attribute set to each of `variants`' values."""
     import jax
 
-    vs_open_clip, train_step = load("vs_open_clip"), load("train_step")
+    vs_open_clip = load("vs_open_clip")
     (name,) = [n for n in vs_open_clip.SETUPS if n.startswith(only)][:1]
-    _, overrides, size, context, batch = vs_open_clip.SETUPS[name]
-    spec = vs_open_clip.CPU_SPEC.format(size=size, batch=batch)
     original = getattr(module, attribute)
     built = {}
     for variant, value in variants.items():
         setattr(module, attribute, value)
         try:
-            step, state, inputs, _, _ = train_step.build_step(spec, overrides, size, context)
+            step, state, inputs, _, _ = vs_open_clip.build_hetclip_step(name)
             step = step.lower(state, inputs).compile()
         finally:
             setattr(module, attribute, original)

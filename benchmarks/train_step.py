@@ -3,14 +3,14 @@
   python benchmarks/train_step.py [--repeats 3] [--only tiny] [--out results.json]
 
 One step = towers forward + loss + backward + AdamW update (hetclip.train.step.make_train_step,
-jitted, on a one-device mesh) on synthetic batches held on the device, so the input pipeline is
-not measured here (see data_throughput.py). FLOPs are XLA's count of the lowered step
-(cost_analysis), which includes everything the step computes (where XLA gives none, on a GPU,
-two_tower_train_flops: matmuls only, 3x the forward); MFU = FLOPs / step time / the
-matmul peak measured at the start of the same run (jit(jnp.dot): float32 at 2048^3 on the CPU;
-bfloat16 at 8192^3 for the GPU rows, which run only with --only GPU). The HET-XL rows are
-reported as a ratio to the deterministic CLIP step of the same towers, measured alternately in
-the same run.
+jitted, on a one-device mesh) on synthetic batches held on the device, so the input pipeline is not
+measured here (see data_throughput.py). FLOPs are XLA's count of the lowered step (cost_analysis, of
+the step traced with XLA's attention: XLA cannot see inside the CPU attention kernel's custom
+calls), which includes everything the step computes (where XLA gives none, on a GPU,
+two_tower_train_flops: matmuls only, 3x the forward); MFU = FLOPs / step time / the matmul peak
+measured at the start of the same run (jit(jnp.dot): float32 at 2048^3 on the CPU; bfloat16 at
+8192^3 for the GPU rows, which run only with --only GPU). The HET-XL rows are reported as a ratio to
+the deterministic CLIP step of the same towers, measured alternately in the same run.
 """
 
 from __future__ import annotations
@@ -153,12 +153,19 @@ def build_step(spec: str, overrides: dict, res: int, text_len: int):
     lr = optim.schedule(config.schedule, int(config.total_steps))
     tx = optim.optimizer(config.optim, lr, params)
     state, state_shardings = init_state(tx, params, shardings, mesh)
-    step = make_train_step(
-        make_objective(model, config, mesh), tx, lr, seed=0, mesh=mesh, shardings=state_shardings
-    )
+    from towers import cpu_attention
+
+    def new_step():
+        objective = make_objective(model, config, mesh)
+        return make_train_step(objective, tx, lr, seed=0, mesh=mesh, shardings=state_shardings)
+
+    step = new_step()
     # Count before XLA's rewrites: a compiled GPU module's matmuls are cuBLAS custom calls,
-    # which its cost analysis does not count (on the CPU the two counts agree within 1%).
-    cost = step.lower(state, batch).cost_analysis()  # None on some backends (a GPU)
+    # which its cost analysis does not count (on the CPU the two counts agree within 1%). Nor
+    # does it see inside the CPU attention kernel's custom calls, so the count is of the same
+    # step traced with XLA's attention.
+    with cpu_attention.disabled():
+        cost = new_step().lower(state, batch).cost_analysis()  # None on some backends (a GPU)
     cost = cost[0] if isinstance(cost, list) else cost
     if cost:
         flops = float(cost["flops"])

@@ -194,6 +194,29 @@ def _load(name: str):
     return module
 
 
+def build_hetclip_step(name: str):
+    """train_step.build_step's (step, state, batch, FLOPs, batch size) for hetclip's side of
+    the setup `name`."""
+    train_step = _load("train_step")
+    _, overrides, size, context, batch = SETUPS[name]
+    overrides = train_step.NO_REMAT_UNROLLED if overrides is None else overrides
+    spec = (GPU_SPEC if train_step.on_gpu(name) else CPU_SPEC).format(size=size, batch=batch)
+    return train_step.build_step(spec, overrides, size, context)
+
+
+def build_any_step(only: str) -> tuple:
+    """(setup name, build_step's tuple) for the first train_step.py setup whose name contains
+    `only`, else hetclip's side of the first such setup here."""
+    train_step = _load("train_step")
+    names = train_step.selected(train_step.SETUPS, only) or train_step.selected(SETUPS, only)
+    if not names:
+        raise SystemExit(f"no setup of train_step.py or vs_open_clip.py contains {only!r}")
+    name = names[0]
+    if name in train_step.SETUPS:
+        return name, train_step.build_step(*train_step.SETUPS[name])
+    return name, build_hetclip_step(name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--torch-python", required=True, help="python of the torch venv")
@@ -216,10 +239,8 @@ def main() -> None:
     print(f"matmul peak ({peak_dtype}): {peak:.0f} GFLOP/s", flush=True)
     rows = []
     for name in names:
-        _, overrides, size, context, batch = SETUPS[name]
-        overrides = train_step.NO_REMAT_UNROLLED if overrides is None else overrides
-        spec = (GPU_SPEC if train_step.on_gpu(name) else CPU_SPEC).format(size=size, batch=batch)
-        step, state, inputs, flops, _ = train_step.build_step(spec, overrides, size, context)
+        _, _, size, context, batch = SETUPS[name]
+        step, state, inputs, flops, _ = build_hetclip_step(name)
         params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
         torch_worker = subprocess.Popen(
             [args.torch_python, os.path.abspath(__file__), "--worker", name]
