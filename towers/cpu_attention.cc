@@ -301,31 +301,36 @@ void Prefetch(const float* data, int64_t stride, int64_t rows, int64_t cols) {
 
 #ifndef HETCLIP_ATTENTION_NO_FFI
 // Runs body(i, next) for i < n on the calling thread and up to pool.num_threads() helpers,
-// which claim indices from a shared counter one ahead (`next` is the index that thread runs
-// after i, or -1, so that it can prefetch). The caller waits only for indices already claimed,
-// so a helper that starts late (or never) cannot stall it; the shared state outlives the call
-// for such late helpers, which find nothing left to claim.
+// which claim indices from a shared counter. While more indices remain than there are threads,
+// a thread claims its next index before running the current one (`next`, else -1), so that it
+// can prefetch that index's data; near the end it claims only when free, so that n as small as
+// the thread count still runs on every thread (claiming ahead from the start ran n = 2 on the
+// caller alone). The caller waits only for indices already claimed, so a helper that starts
+// late (or never) cannot stall it; the shared state outlives the call for such late helpers,
+// which find nothing left to claim.
 void ParallelFor(ffi::ThreadPool& pool, int64_t n,
                  const std::function<void(int64_t, int64_t)>& body) {
   struct State {
     std::atomic<int64_t> next{0};
     std::atomic<int64_t> done{0};
     int64_t count = 0;
+    int64_t threads = 1;
     const std::function<void(int64_t, int64_t)>* body = nullptr;
   };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n - 1);
   auto state = std::make_shared<State>();
   state->count = n;
+  state->threads = helpers + 1;
   state->body = &body;
   auto work = [state] {
     int64_t i = state->next.fetch_add(1);
     while (i < state->count) {
-      const int64_t next = state->next.fetch_add(1);
-      (*state->body)(i, next < state->count ? next : -1);
+      const int64_t ahead = i + state->threads < state->count ? state->next.fetch_add(1) : -1;
+      (*state->body)(i, ahead < state->count ? ahead : -1);
       state->done.fetch_add(1, std::memory_order_release);
-      i = next;
+      i = ahead >= 0 ? ahead : state->next.fetch_add(1);
     }
   };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n - 1);
   for (int64_t h = 0; h < helpers; ++h) pool.Schedule(decltype(work)(work));
   work();
   while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
