@@ -22,7 +22,6 @@
 #include <thread>
 #include <vector>
 
-#ifndef HETCLIP_ATTENTION_NO_FFI
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -31,7 +30,6 @@ namespace ffi = xla::ffi;
 // handler macros.
 using Buffer4 = ffi::Buffer<ffi::F32, 4>;
 using Result4 = ffi::ResultBuffer<ffi::F32, 4>;
-#endif  // HETCLIP_ATTENTION_NO_FFI
 
 namespace {
 
@@ -299,7 +297,6 @@ void Prefetch(const float* data, int64_t stride, int64_t rows, int64_t cols) {
       __builtin_prefetch(data + r * stride + c, 0, 2);
 }
 
-#ifndef HETCLIP_ATTENTION_NO_FFI
 // Runs body(i, next) for i < n on the calling thread and up to pool.num_threads() helpers,
 // which claim indices from a shared counter. While more indices remain than there are threads,
 // a thread claims its next index before running the current one (`next`, else -1), so that it
@@ -335,7 +332,6 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t n,
   work();
   while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
-#endif  // HETCLIP_ATTENTION_NO_FFI
 
 // One attention problem: q [B, Q, H, d], k / v [B, K, H, d] (float32, row-major) and what a
 // pass writes; every (example, head) pair is independent.
@@ -437,7 +433,6 @@ void BackwardPair(const Problem& p, int64_t pair, int64_t next, std::vector<floa
              result);
 }
 
-#ifndef HETCLIP_ATTENTION_NO_FFI
 ffi::Error Describe(const Buffer4& q, const Buffer4& k, const Buffer4& v, float scale,
                     Problem* p) {
   auto qd = q.dimensions(), kd = k.dimensions(), vd = v.dimensions();
@@ -487,11 +482,9 @@ ffi::Error Backward(ffi::ThreadPool pool, Buffer4 q, Buffer4 k, Buffer4 v, Buffe
   });
   return ffi::Error::Success();
 }
-#endif  // HETCLIP_ATTENTION_NO_FFI
 
 }  // namespace
 
-#ifndef HETCLIP_ATTENTION_NO_FFI
 // Every handler takes XLA's thread pool and q, k, v first.
 inline auto BindThreadPoolAndQkv() {
   return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buffer4>().Arg<Buffer4>().Arg<Buffer4>();
@@ -514,4 +507,3 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(HetclipAttentionBackward, Backward,
                                   .Ret<Buffer4>()  // dk
                                   .Ret<Buffer4>()  // dv
                                   .Attr<float>("scale"));
-#endif  // HETCLIP_ATTENTION_NO_FFI
