@@ -14,7 +14,6 @@ form's time over the flat form's.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import os
 import sys
@@ -77,26 +76,11 @@ def steps(only: str, rounds: int) -> None:
         "token_flat_dot_general",
         {"lax": jax.lax.dot_general, "flat": towers.common.token_flat_dot_general},
     )
-    print(
-        f"{name}: lax {best['lax']:.3f} s / step, flat {best['flat']:.3f} s / step, "
-        f"speed-up {best['lax'] / best['flat']:.3f}",
-        flush=True,
-    )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--step", help="time whole steps of the vs_open_clip.py setup so named")
-    args = parser.parse_args()
-    if args.step:
-        steps(args.step, args.rounds)
-    else:
-        layers(args.rounds)
+    step_ab.report(name, best, "lax", "flat")
 
 
 if __name__ == "__main__":
     from hetclip import hugepages  # as the hetclip command runs (HETCLIP_HUGEPAGES=0: without)
 
     hugepages.reexec_with_huge_pages()
-    main()
+    step_ab.main(__doc__, layers, steps, rounds=4)

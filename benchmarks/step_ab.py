@@ -8,6 +8,7 @@ steps in turn, so the machine's drift hits every variant alike.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
 import time
@@ -61,3 +62,26 @@ def compare_steps(only: str, rounds: int, module, attribute: str, variants: dict
         jax.block_until_ready(metrics)
 
     return name, best_in_turn({v: (lambda v=v: call(v)) for v in built}, rounds, 2)
+
+
+def report(name: str, best: dict, reference: str, variant: str) -> None:
+    """Prints compare_steps' result: both variants' best step and the reference's time over
+    the variant's (the variant's speed-up)."""
+    print(
+        f"{name}: {reference} {best[reference]:.3f} s / step, {variant} {best[variant]:.3f} s / "
+        f"step, speed-up {best[reference] / best[variant]:.3f}",
+        flush=True,
+    )
+
+
+def main(description: str, parts, steps, rounds: int) -> None:
+    """The command line of the A/B scripts: `parts(rounds)` by default (the changed part alone),
+    `steps(setup, rounds)` with --step SETUP (whole vs_open_clip.py steps)."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--step", help="time whole steps of the vs_open_clip.py setup so named")
+    args = parser.parse_args()
+    if args.step:
+        steps(args.step, args.rounds)
+    else:
+        parts(args.rounds)

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from towers import cpu_attention
+from towers.bias_gelu import bias_gelu
 
 Dtype = jnp.dtype
 
@@ -64,6 +65,28 @@ def token_flat_dot_general(
     return out.reshape(*leading, *features)
 
 
+class BiasFreeDense(nn.Module):
+    """A dense layer's parameters under flax Dense's names and shapes (`kernel` [C, F], `bias`
+    [F]), applied without the bias: x [..., C] -> (x kernel [..., F], bias [F]) in `dtype`, so
+    that the caller can fold the bias into the op that follows (MlpBlock: bias_gelu)."""
+
+    features: int
+    kernel_init: Callable = XAVIER
+    bias_init: Callable = nn.initializers.zeros
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param(
+            "kernel", self.kernel_init, (x.shape[-1], self.features), self.param_dtype
+        )
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        product = token_flat_dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())))
+        return product, bias
+
+
 class MlpBlock(nn.Module):
     mlp_dim: int
     dropout: float = 0.0
@@ -77,18 +100,22 @@ class MlpBlock(nn.Module):
         dense = dict(
             dtype=self.dtype, param_dtype=self.param_dtype, dot_general=token_flat_dot_general
         )
-        x = nn.Dense(
+        product, bias = BiasFreeDense(
             self.mlp_dim,
             kernel_init=logical(XAVIER, "embed", "mlp"),
             bias_init=logical(nn.initializers.normal(1e-6), "mlp"),
-            **dense,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="Dense_0",
         )(x)
-        x = nn.gelu(x)
+        # nn.gelu(Dense_0(x)) with the bias folded into the GELU (why: towers/bias_gelu.py).
+        x = bias_gelu(product, bias)
         x = nn.Dropout(self.dropout)(x, deterministic)
         return nn.Dense(
             width,
             kernel_init=logical(XAVIER, "mlp", "embed"),
             bias_init=logical(nn.initializers.normal(1e-6), "embed"),
+            name="Dense_1",
             **dense,
         )(x)
 
