@@ -9,7 +9,7 @@ own, written by a forward pass of its own and read back in the backward pass: fo
 [B*T, F] that is one more activation-sized array per layer. Here the residuals are the bias-free
 product h (which the backward pass reads anyway, since the layer's output is computed from it)
 and the bias; the backward pass recomputes tanh inside the fusion that applies the derivative.
-Whole CLIP training steps 1.04-1.05x faster on a 2-core AMD Zen 4 (BENCHMARKS.md).
+Whole CLIP training steps 1.02-1.13x faster on a 2-core AMD Zen 4 (BENCHMARKS.md).
 """
 
 from __future__ import annotations
