@@ -97,9 +97,6 @@ class MlpBlock(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         """[B, N, D] -> [B, N, D]."""
         width = x.shape[-1]
-        dense = dict(
-            dtype=self.dtype, param_dtype=self.param_dtype, dot_general=token_flat_dot_general
-        )
         product, bias = BiasFreeDense(
             self.mlp_dim,
             kernel_init=logical(XAVIER, "embed", "mlp"),
@@ -115,8 +112,10 @@ class MlpBlock(nn.Module):
             width,
             kernel_init=logical(XAVIER, "mlp", "embed"),
             bias_init=logical(nn.initializers.normal(1e-6), "embed"),
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            dot_general=token_flat_dot_general,
             name="Dense_1",
-            **dense,
         )(x)
 
 
