@@ -153,7 +153,7 @@ def build_step(spec: str, overrides: dict, res: int, text_len: int):
     lr = optim.schedule(config.schedule, int(config.total_steps))
     tx = optim.optimizer(config.optim, lr, params)
     state, state_shardings = init_state(tx, params, shardings, mesh)
-    from towers import cpu_attention
+    from towers import cpu_kernels
 
     def new_step():
         objective = make_objective(model, config, mesh)
@@ -162,9 +162,9 @@ def build_step(spec: str, overrides: dict, res: int, text_len: int):
     step = new_step()
     # Count before XLA's rewrites: a compiled GPU module's matmuls are cuBLAS custom calls,
     # which its cost analysis does not count (on the CPU the two counts agree within 1%). Nor
-    # does it see inside the CPU attention kernel's custom calls, so the count is of the same
-    # step traced with XLA's attention.
-    with cpu_attention.disabled():
+    # does it see inside the CPU kernels' custom calls, so the count is of the same step traced
+    # with XLA's attention and products.
+    with cpu_kernels.disabled():
         cost = new_step().lower(state, batch).cost_analysis()  # None on some backends (a GPU)
     cost = cost[0] if isinstance(cost, list) else cost
     if cost:

@@ -60,7 +60,7 @@ def main() -> None:
     from hetclip.models import build_model
     from hetclip.sharding import make_mesh
     from hetclip.train.evaluators import CLASS_SETS, TEMPLATE_SETS, Embedder, zero_shot
-    from towers import cpu_attention
+    from towers import cpu_kernels
 
     peak = matmul_peak_gflops()
     print(f"matmul peak (float32): {peak:.0f} GFLOP/s", flush=True)
@@ -107,7 +107,7 @@ def main() -> None:
     # The image tower alone on the same decoded batches.
     apply = jax.jit(lambda p, x: model.apply({"params": p}, {"image": x}))
     jax.block_until_ready(apply(params, batches[0]))
-    with cpu_attention.disabled():  # XLA counts no FLOPs inside the kernel's custom calls
+    with cpu_kernels.disabled():  # XLA counts no FLOPs inside the kernels' custom calls
         counted = jax.jit(lambda p, x: model.apply({"params": p}, {"image": x}))
         cost = counted.lower(params, batches[0]).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from towers import cpu_attention
+from towers import cpu_attention, cpu_dense
 from towers.bias_gelu import bias_gelu
 
 Dtype = jnp.dtype
@@ -40,7 +40,8 @@ def token_flat_dot_general(
     Why: XLA:CPU gives the kernel gradient of a product over [B, T, C] activations (contracting
     B and T) a full transposed copy of the output gradient before the matmul; in 2-D it needs
     none. On the 2-core Xeon a layer's forward + backward got 1.06-1.59x faster and whole CLIP
-    training steps 1.01-1.09x (`benchmarks/dense_layout.py`, BENCHMARKS.md). Any other
+    training steps 1.01-1.09x (`benchmarks/dense_layout.py`, BENCHMARKS.md). On a CPU, float32
+    products get their kernel gradient from towers.cpu_dense's compiled kernel. Any other
     dot_general (batch axes, other contracting axes or pairings) is passed through unchanged."""
     (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
     # Pairs in order: lhs axis ndim - n + i with kernel axis i (any other pairing passes).
@@ -59,9 +60,11 @@ def token_flat_dot_general(
         return jax.lax.dot_general(lhs, rhs, dimension_numbers, **settings)
     leading, contracted, features = lhs.shape[:-count], rhs.shape[:count], rhs.shape[count:]
     size = math.prod(contracted)
-    out = jax.lax.dot_general(
-        lhs.reshape(-1, size), rhs.reshape(size, -1), (((1,), (0,)), ((), ())), **settings
-    )
+    lhs, rhs = lhs.reshape(-1, size), rhs.reshape(size, -1)
+    if precision is None and preferred_element_type is None and cpu_dense.supports(lhs, rhs):
+        out = cpu_dense.dense_product(lhs, rhs)  # the weight gradient as a compiled kernel
+    else:
+        out = jax.lax.dot_general(lhs, rhs, (((1,), (0,)), ((), ())), **settings)
     return out.reshape(*leading, *features)
 
 

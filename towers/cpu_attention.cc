@@ -9,19 +9,16 @@
 // output gradient are read in place from the [B, T, H, d] layout, transposed operands are read
 // through strides, and only k^T (forward) and v^T (backward) are packed.
 //
-// Built at first use by towers/cpu_attention.py against jax.ffi.include_dir(); the handlers are
+// Built at first use by towers/cpu_kernels.py against jax.ffi.include_dir(); the handlers are
 // registered as "hetclip_attention_forward" (with and without the probabilities the backward
 // pass reads) and "hetclip_attention_backward".
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <cstring>
-#include <functional>
-#include <memory>
-#include <thread>
 #include <vector>
 
+#include "cpu_kernels.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -33,15 +30,7 @@ using Result4 = ffi::ResultBuffer<ffi::F32, 4>;
 
 namespace {
 
-constexpr int kLanes = 16;
-// GCC / clang vector extensions: 16 floats (one AVX-512 register, two AVX2 ones, four NEON).
-typedef float Vec __attribute__((vector_size(64)));
-typedef float UnalignedVec __attribute__((vector_size(64), aligned(4)));
-typedef int32_t IntVec __attribute__((vector_size(64)));
-
-inline Vec Load(const float* p) { return *reinterpret_cast<const UnalignedVec*>(p); }
-inline void Store(float* p, Vec v) { *reinterpret_cast<UnalignedVec*>(p) = v; }
-inline int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+using namespace hetclip;  // NOLINT: the shared vector and product pieces
 
 // exp for x <= 0 (logits minus their row maximum): Cephes' expf polynomial on
 // r = x - n ln2, |r| <= ln2 / 2, times 2^n built in the exponent bits (relative error ~1e-7).
@@ -99,58 +88,6 @@ inline float Max(Vec v) {
   return v[0];
 }
 
-// A [rows, depth] operand of Matmul read in place: element (r, x) at
-// data[r * row_stride + x * depth_stride], so a transposed matrix is a view, not a copy.
-struct View {
-  const float* data;
-  int64_t row_stride, depth_stride;
-};
-
-// c[r, :16 V] = sum_x a(r, x) b[x, :16 V] for r < R; b's rows are ldb apart, c's ldc. The
-// R x V accumulators stay in registers over the whole contraction; each step loads V vectors
-// of b and broadcasts R scalars of a.
-template <int R, int V>
-inline void MatmulTile(View a, const float* b, int64_t ldb, int64_t depth, float* c,
-                       int64_t ldc) {
-  Vec acc[R][V] = {};
-  const float* a_step = a.data;
-  for (int64_t x = 0; x < depth; ++x, a_step += a.depth_stride) {
-    Vec row[V];
-    for (int v = 0; v < V; ++v) row[v] = Load(b + x * ldb + v * kLanes);
-    for (int r = 0; r < R; ++r) {
-      const float scalar = a_step[r * a.row_stride];
-      for (int v = 0; v < V; ++v) acc[r][v] += row[v] * scalar;
-    }
-  }
-  for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) Store(c + r * ldc + v * kLanes, acc[r][v]);
-}
-
-template <int R>
-inline void MatmulRows(View a, const float* b, int64_t ldb, int64_t depth, float* c,
-                       int64_t ldc, int vectors) {
-  switch (vectors) {
-    case 1: return MatmulTile<R, 1>(a, b, ldb, depth, c, ldc);
-    case 2: return MatmulTile<R, 2>(a, b, ldb, depth, c, ldc);
-    case 3: return MatmulTile<R, 3>(a, b, ldb, depth, c, ldc);
-    case 4: return MatmulTile<R, 4>(a, b, ldb, depth, c, ldc);
-    case 5: return MatmulTile<R, 5>(a, b, ldb, depth, c, ldc);
-    default: return MatmulTile<R, 6>(a, b, ldb, depth, c, ldc);
-  }
-}
-
-inline void MatmulBlock(View a, int rows, const float* b, int64_t ldb, int64_t depth, float* c,
-                        int64_t ldc, int vectors) {
-  switch (rows) {
-    case 1: return MatmulRows<1>(a, b, ldb, depth, c, ldc, vectors);
-    case 2: return MatmulRows<2>(a, b, ldb, depth, c, ldc, vectors);
-    case 3: return MatmulRows<3>(a, b, ldb, depth, c, ldc, vectors);
-    case 4: return MatmulRows<4>(a, b, ldb, depth, c, ldc, vectors);
-    case 5: return MatmulRows<5>(a, b, ldb, depth, c, ldc, vectors);
-    default: return MatmulRows<6>(a, b, ldb, depth, c, ldc, vectors);
-  }
-}
-
 // c [rows, cols] = a [rows, depth] x b [depth, cols], cols a multiple of 16, b's rows ldb apart
 // and c's ldc. Columns go in tiles of at most 6 vectors (split evenly), rows in blocks of 6
 // (tiles of up to 4 vectors) or 4, so that a tile's accumulators fit 32 vector registers.
@@ -165,7 +102,8 @@ void Matmul(View a, int64_t rows, int64_t depth, const float* b, int64_t ldb, in
     for (int64_t m = 0; m < rows; m += block) {
       const View a_rows{a.data + m * a.row_stride, a.row_stride, a.depth_stride};
       MatmulBlock(a_rows, static_cast<int>(std::min<int64_t>(block, rows - m)),
-                  b + first * kLanes, ldb, depth, c + m * ldc + first * kLanes, ldc, width);
+                  b + first * kLanes, ldb, depth, c + m * ldc + first * kLanes, ldc, width,
+                  false);
     }
     first += width;
   }
@@ -295,42 +233,6 @@ void Prefetch(const float* data, int64_t stride, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; c += 64 / sizeof(float))
       __builtin_prefetch(data + r * stride + c, 0, 2);
-}
-
-// Runs body(i, next) for i < n on the calling thread and up to pool.num_threads() helpers,
-// which claim indices from a shared counter. While more indices remain than there are threads,
-// a thread claims its next index before running the current one (`next`, else -1), so that it
-// can prefetch that index's data; near the end it claims only when free, so that n as small as
-// the thread count still runs on every thread (claiming ahead from the start ran n = 2 on the
-// caller alone). The caller waits only for indices already claimed, so a helper that starts
-// late (or never) cannot stall it; the shared state outlives the call for such late helpers,
-// which find nothing left to claim.
-void ParallelFor(ffi::ThreadPool& pool, int64_t n,
-                 const std::function<void(int64_t, int64_t)>& body) {
-  struct State {
-    std::atomic<int64_t> next{0};
-    std::atomic<int64_t> done{0};
-    int64_t count = 0;
-    int64_t threads = 1;
-    const std::function<void(int64_t, int64_t)>* body = nullptr;
-  };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n - 1);
-  auto state = std::make_shared<State>();
-  state->count = n;
-  state->threads = helpers + 1;
-  state->body = &body;
-  auto work = [state] {
-    int64_t i = state->next.fetch_add(1);
-    while (i < state->count) {
-      const int64_t ahead = i + state->threads < state->count ? state->next.fetch_add(1) : -1;
-      (*state->body)(i, ahead < state->count ? ahead : -1);
-      state->done.fetch_add(1, std::memory_order_release);
-      i = ahead >= 0 ? ahead : state->next.fetch_add(1);
-    }
-  };
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule(decltype(work)(work));
-  work();
-  while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
 
 // One attention problem: q [B, Q, H, d], k / v [B, K, H, d] (float32, row-major) and what a

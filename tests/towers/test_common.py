@@ -169,7 +169,7 @@ def test_towers_dense_layers_use_the_flat_product_and_keep_big_vision_names():
     # Every product of the block's projections is 2-D ([B*T, C] x [C, F]); attention's own
     # products are, on this CPU, inside the compiled kernel's custom call, or, without it, two
     # [B, T, d] products per head (per_head_attention).
-    from towers import cpu_attention
+    from towers import cpu_attention, cpu_kernels
 
     def products_and_calls():
         jaxpr = jax.make_jaxpr(lambda p: block.apply({"params": p}, x))(params)
@@ -182,7 +182,7 @@ def test_towers_dense_layers_use_the_flat_product_and_keep_big_vision_names():
     assert cpu_attention.available()
     ranks, calls = products_and_calls()
     assert ranks == [(2, 2)] * 6 and calls == 1, (ranks, calls)  # query ... Dense_1; attention
-    with cpu_attention.disabled():
+    with cpu_kernels.disabled():
         ranks, calls = products_and_calls()
     assert ranks.count((2, 2)) == 6 and calls == 0
     assert ranks.count((3, 3)) == 2 * block.num_heads, ranks

@@ -14,7 +14,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from towers import common, cpu_attention
+from towers import common, cpu_attention, cpu_kernels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,9 +34,9 @@ def _loss(attend, weights):
 def test_the_kernel_builds_and_loads_on_this_machine():
     # The towers' CPU speed depends on it: a machine without a working compiler would fall back
     # silently but for a warning, so CI (which has one) must see the kernel run.
-    assert cpu_attention.compiler() is not None
+    assert cpu_kernels.compiler() is not None
     assert cpu_attention.available()
-    library = cpu_attention.library_path(cpu_attention.compiler())
+    library = cpu_kernels.library_path(cpu_kernels.compiler())
     assert library.exists() and library.stat().st_size > 0
 
 
@@ -76,7 +76,7 @@ def test_fused_attention_runs_the_kernel_only_where_it_applies():
     mask = jnp.ones((2, 1, 5, 5), bool)
     assert not targets(lambda *a: common.fused_attention(*a, mask=mask), q, k, v)
     assert not targets(common.fused_attention, *(x.astype(jnp.bfloat16) for x in (q, k, v)))
-    with cpu_attention.disabled():  # what benchmarks use so that XLA can count the FLOPs
+    with cpu_kernels.disabled():  # what benchmarks use so that XLA can count the FLOPs
         assert not cpu_attention.available()
         assert not targets(common.fused_attention, q, k, v)
     assert cpu_attention.available()
@@ -123,7 +123,7 @@ def _run(code: str, **env) -> subprocess.CompletedProcess:
 FALLBACK_CHECK = """
     import warnings
     import jax, jax.numpy as jnp, numpy as np
-    from towers import common, cpu_attention
+    from towers import common, cpu_attention, cpu_kernels
     q, k, v = (jax.random.normal(jax.random.PRNGKey(i), (2, 5, 2, 16)) for i in range(3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

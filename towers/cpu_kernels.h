@@ -1,0 +1,124 @@
+// What the CPU kernels share (towers/cpu_attention.cc, towers/cpu_dense.cc): 16-float vectors,
+// a register-blocked product tile and a parallel loop over XLA's intra-op thread pool.
+// Header-only (inline and templates), so that every kernel source can include it.
+
+#ifndef HETCLIP_TOWERS_CPU_KERNELS_H_
+#define HETCLIP_TOWERS_CPU_KERNELS_H_
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <thread>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace hetclip {
+
+namespace ffi = xla::ffi;
+
+constexpr int kLanes = 16;
+// GCC / clang vector extensions: 16 floats (one AVX-512 register, two AVX2 ones, four NEON).
+typedef float Vec __attribute__((vector_size(64)));
+typedef float UnalignedVec __attribute__((vector_size(64), aligned(4)));
+typedef int32_t IntVec __attribute__((vector_size(64)));
+
+inline Vec Load(const float* p) { return *reinterpret_cast<const UnalignedVec*>(p); }
+inline void Store(float* p, Vec v) { *reinterpret_cast<UnalignedVec*>(p) = v; }
+inline int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+// A [rows, depth] operand of Matmul read in place: element (r, x) at
+// data[r * row_stride + x * depth_stride], so a transposed matrix is a view, not a copy.
+struct View {
+  const float* data;
+  int64_t row_stride, depth_stride;
+};
+
+// c[r, :16 V] = sum_x a(r, x) b[x, :16 V] for r < R (added to c's values where `accumulate`);
+// b's rows are ldb apart, c's ldc. The R x V accumulators stay in registers over the whole
+// contraction; each step loads V vectors of b and broadcasts R scalars of a.
+template <int R, int V>
+inline void MatmulTile(View a, const float* b, int64_t ldb, int64_t depth, float* c,
+                       int64_t ldc, bool accumulate) {
+  Vec acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = accumulate ? Load(c + r * ldc + v * kLanes) : Vec{};
+  const float* a_step = a.data;
+  for (int64_t x = 0; x < depth; ++x, a_step += a.depth_stride) {
+    Vec row[V];
+    for (int v = 0; v < V; ++v) row[v] = Load(b + x * ldb + v * kLanes);
+    for (int r = 0; r < R; ++r) {
+      const float scalar = a_step[r * a.row_stride];
+      for (int v = 0; v < V; ++v) acc[r][v] += row[v] * scalar;
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) Store(c + r * ldc + v * kLanes, acc[r][v]);
+}
+
+template <int R>
+inline void MatmulRows(View a, const float* b, int64_t ldb, int64_t depth, float* c,
+                       int64_t ldc, int vectors, bool accumulate) {
+  switch (vectors) {
+    case 1: return MatmulTile<R, 1>(a, b, ldb, depth, c, ldc, accumulate);
+    case 2: return MatmulTile<R, 2>(a, b, ldb, depth, c, ldc, accumulate);
+    case 3: return MatmulTile<R, 3>(a, b, ldb, depth, c, ldc, accumulate);
+    case 4: return MatmulTile<R, 4>(a, b, ldb, depth, c, ldc, accumulate);
+    case 5: return MatmulTile<R, 5>(a, b, ldb, depth, c, ldc, accumulate);
+    default: return MatmulTile<R, 6>(a, b, ldb, depth, c, ldc, accumulate);
+  }
+}
+
+// One block of `rows` <= 6 rows and `vectors` <= 6 vectors of c: MatmulTile for run-time sizes.
+inline void MatmulBlock(View a, int rows, const float* b, int64_t ldb, int64_t depth, float* c,
+                        int64_t ldc, int vectors, bool accumulate) {
+  switch (rows) {
+    case 1: return MatmulRows<1>(a, b, ldb, depth, c, ldc, vectors, accumulate);
+    case 2: return MatmulRows<2>(a, b, ldb, depth, c, ldc, vectors, accumulate);
+    case 3: return MatmulRows<3>(a, b, ldb, depth, c, ldc, vectors, accumulate);
+    case 4: return MatmulRows<4>(a, b, ldb, depth, c, ldc, vectors, accumulate);
+    case 5: return MatmulRows<5>(a, b, ldb, depth, c, ldc, vectors, accumulate);
+    default: return MatmulRows<6>(a, b, ldb, depth, c, ldc, vectors, accumulate);
+  }
+}
+
+// Runs body(i, next) for i < n on the calling thread and up to pool.num_threads() helpers,
+// which claim indices from a shared counter. While more indices remain than there are threads,
+// a thread claims its next index before running the current one (`next`, else -1), so that it
+// can prefetch that index's data; near the end it claims only when free, so that n as small as
+// the thread count still runs on every thread (claiming ahead from the start ran n = 2 on the
+// caller alone). The caller waits only for indices already claimed, so a helper that starts
+// late (or never) cannot stall it; the shared state outlives the call for such late helpers,
+// which find nothing left to claim.
+inline void ParallelFor(ffi::ThreadPool& pool, int64_t n,
+                 const std::function<void(int64_t, int64_t)>& body) {
+  struct State {
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    int64_t count = 0;
+    int64_t threads = 1;
+    const std::function<void(int64_t, int64_t)>* body = nullptr;
+  };
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n - 1);
+  auto state = std::make_shared<State>();
+  state->count = n;
+  state->threads = helpers + 1;
+  state->body = &body;
+  auto work = [state] {
+    int64_t i = state->next.fetch_add(1);
+    while (i < state->count) {
+      const int64_t ahead = i + state->threads < state->count ? state->next.fetch_add(1) : -1;
+      (*state->body)(i, ahead < state->count ? ahead : -1);
+      state->done.fetch_add(1, std::memory_order_release);
+      i = ahead >= 0 ? ahead : state->next.fetch_add(1);
+    }
+  };
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule(decltype(work)(work));
+  work();
+  while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+}
+
+}  // namespace hetclip
+
+#endif  // HETCLIP_TOWERS_CPU_KERNELS_H_

@@ -1,0 +1,163 @@
+"""The compiled CPU kernels' library: its build at first use, its cache, and the switches.
+
+One shared library holds every XLA:CPU kernel of the towers (`SOURCES`: attention in
+towers/cpu_attention.cc, a dense layer's weight gradient in towers/cpu_dense.cc, and what they
+share in towers/cpu_kernels.h), each an XLA typed-FFI handler registered under `TARGETS`.
+
+The library is compiled at first use with the machine's C++ compiler (`$CXX`, else c++, g++ or
+clang++) against `jax.ffi.include_dir()`, once per source / compiler / CPU / jaxlib, into
+`$HETCLIP_KERNEL_CACHE` (default `~/.cache/hetclip/kernels`). Where no compiler is found or the
+build fails, a warning says why and `enabled()` is False for every kernel: the towers then run
+XLA's ops, with the same values. Each kernel family also has its own switch (an environment
+variable set to 0 turns it off: `HETCLIP_CPU_ATTENTION`, `HETCLIP_CPU_DENSE`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import hashlib
+import importlib.metadata
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax
+
+HERE = Path(__file__).parent
+SOURCES = (HERE / "cpu_attention.cc", HERE / "cpu_dense.cc")
+HEADERS = (HERE / "cpu_kernels.h",)
+CACHE = "HETCLIP_KERNEL_CACHE"
+FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
+# FFI targets: name -> exported handler symbol in the library.
+TARGETS = {
+    "hetclip_attention_forward": "HetclipAttentionForward",
+    "hetclip_attention_forward_with_probs": "HetclipAttentionForwardWithProbs",
+    "hetclip_attention_backward": "HetclipAttentionBackward",
+    "hetclip_weight_gradient": "HetclipWeightGradient",
+}
+
+_disabled = threading.local()
+# Under the "hetclip" logger, which the command line shows at INFO.
+log = logging.getLogger("hetclip.kernels")
+
+
+def compiler() -> str | None:
+    """The C++ compiler the kernels are built with: $CXX, else the first of c++, g++, clang++."""
+    if os.environ.get("CXX"):
+        return shutil.which(os.environ["CXX"])
+    return next((path for name in ("c++", "g++", "clang++") if (path := shutil.which(name))), None)
+
+
+def cache_dir() -> Path:
+    if os.environ.get(CACHE):
+        return Path(os.environ[CACHE])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "hetclip" / "kernels"
+
+
+def _cpu_features() -> str:
+    """What -march=native compiles for: the CPU's feature flags (Linux), else its name."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                return line
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def library_path(cxx: str) -> Path:
+    """Where the library built from the current sources with `cxx` for this CPU and jaxlib
+    lives."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+    digest = hashlib.sha256()
+    texts = [source.read_text() for source in (*SOURCES, *HEADERS)]
+    for part in (*texts, cxx, version, " ".join(FLAGS), _cpu_features()):
+        digest.update(part.encode() + b"\0")
+    digest.update(importlib.metadata.version("jaxlib").encode())
+    return cache_dir() / f"cpu_kernels-{digest.hexdigest()[:16]}.so"
+
+
+def build(cxx: str, path: Path) -> None:
+    """Compiles the kernels into `path` (written under a temporary name, then renamed, so that
+    processes building at once never load a half-written file). Raises RuntimeError with the
+    compiler's message on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, partial = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(handle)
+    command = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", partial]
+    log.info("compiling the CPU kernels (once per machine) into %s", path)
+    start = time.perf_counter()
+    try:
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-4000:]}")
+        os.replace(partial, path)
+        log.info("compiled the CPU kernels in %.1f s", time.perf_counter() - start)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """Builds (once per machine) and loads the kernels and registers their FFI targets; None,
+    with a warning that says why and what runs instead, where that is not possible."""
+    cxx = compiler()
+    if cxx is None:
+        warnings.warn(
+            "hetclip: no C++ compiler found (set CXX or install g++), so attention and dense "
+            "weight gradients on the CPU run as XLA ops, which is slower; results are the same.",
+            stacklevel=3,
+        )
+        return None
+    try:
+        path = library_path(cxx)
+        if not path.exists():
+            build(cxx, path)
+        loaded = ctypes.cdll.LoadLibrary(str(path))
+    except (OSError, RuntimeError) as error:
+        warnings.warn(
+            f"hetclip: the CPU kernels could not be built or loaded ({error}); attention and "
+            "dense weight gradients on the CPU run as XLA ops, which is slower; results are the "
+            "same.",
+            stacklevel=3,
+        )
+        return None
+    for target, symbol in TARGETS.items():
+        jax.ffi.register_ffi_target(
+            target, jax.ffi.pycapsule(getattr(loaded, symbol)), platform="cpu"
+        )
+    return loaded
+
+
+def enabled(switch: str) -> bool:
+    """Whether a kernel family can run in this process: its environment `switch` is not 0, no
+    `disabled()` block is open on this thread, and the library is built and loaded."""
+    if os.environ.get(switch, "1") == "0" or getattr(_disabled, "value", False):
+        return False
+    return library() is not None
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Functions traced inside run XLA's ops instead of every kernel (e.g. to have XLA's cost
+    analysis count the FLOPs, which it cannot see inside a custom call). Only new traces are
+    affected: jit reuses its trace of a function object it has seen with the same argument
+    shapes, so trace a new function (a fresh lambda or step) inside."""
+    before = getattr(_disabled, "value", False)
+    _disabled.value = True
+    try:
+        yield
+    finally:
+        _disabled.value = before
