@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
@@ -62,20 +64,52 @@ def ensure_environment() -> Path:
         [*pip, "install", "-q", "--no-deps", "-r", str(ROOT / "requirements-nodeps.txt")],
         check=True,
     )
+    fetch_tcmalloc()
     STAMP.write_text(fingerprint)
     return python
+
+
+def fetch_tcmalloc() -> None:
+    """Copies gperftools' tcmalloc from Debian's libtcmalloc-minimal4 package into the venv
+    (why: hetclip/allocator.py). Where apt-get, dpkg-deb or the package is missing, a note says
+    so and glibc's malloc with huge pages is used instead."""
+    target = VENV / "lib" / "hetclip-tcmalloc" / "libtcmalloc_minimal.so.4"
+    if target.exists() or not sys.platform.startswith("linux"):
+        return
+    if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
+        print("[setup] no apt-get / dpkg-deb: XLA:CPU buffers use glibc's malloc", flush=True)
+        return
+    print("[setup] fetching tcmalloc (Debian's libtcmalloc-minimal4) for XLA:CPU", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        try:
+            download = ["apt-get", "download", "libtcmalloc-minimal4"]
+            subprocess.run(download, cwd=scratch, check=True, capture_output=True, timeout=300)
+            (package,) = Path(scratch).glob("*.deb")
+            unpacked = Path(scratch) / "root"
+            subprocess.run(["dpkg-deb", "-x", str(package), str(unpacked)], check=True)
+            (library,) = unpacked.rglob(target.name)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(library, target)  # the file the package's symlink names
+        except (subprocess.SubprocessError, ValueError, OSError) as error:
+            detail = getattr(error, "stderr", None) or error
+            print(
+                f"[setup] tcmalloc not installed ({detail!s:.300}); XLA:CPU buffers use "
+                "glibc's malloc",
+                flush=True,
+            )
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("HETCLIP_DATA_DIR", str(ROOT / "data"))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # Huge pages for XLA:CPU's buffers (why: hetclip/hugepages.py, standard library only).
-    helper = ROOT / "hetclip" / "hugepages.py"
-    spec = importlib.util.spec_from_file_location("hetclip_hugepages", helper)
+    # tcmalloc, else huge pages, for XLA:CPU's buffers (why: hetclip/allocator.py, standard
+    # library only).
+    helper = ROOT / "hetclip" / "allocator.py"
+    spec = importlib.util.spec_from_file_location("hetclip_allocator", helper)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.with_huge_pages(env)
+    return module.allocator_env(env, module.find_tcmalloc(env, prefix=str(VENV)))
 
 
 def main_job(python: Path, extra: list[str]) -> int:

@@ -90,7 +90,7 @@ def steps(only: str, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    from hetclip import hugepages  # as the hetclip command runs (HETCLIP_HUGEPAGES=0: without)
+    from hetclip import allocator  # as the hetclip command runs (HETCLIP_HUGEPAGES=0: without)
 
-    hugepages.reexec_with_huge_pages()
+    allocator.reexec_with_allocator()
     step_ab.main(__doc__, blocks, steps, rounds=5)

@@ -146,7 +146,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from hetclip import hugepages
+    from hetclip import allocator
 
-    hugepages.reexec_with_huge_pages()
+    allocator.reexec_with_allocator()
     main()

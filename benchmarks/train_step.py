@@ -253,7 +253,7 @@ def write_result(path: str, peak: float, rows: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    from hetclip import hugepages  # as the hetclip command runs (HETCLIP_HUGEPAGES=0: without)
+    from hetclip import allocator  # as the hetclip command runs (HETCLIP_HUGEPAGES=0: without)
 
-    hugepages.reexec_with_huge_pages()
+    allocator.reexec_with_allocator()
     main()

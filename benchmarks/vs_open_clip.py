@@ -292,7 +292,7 @@ if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
         worker(sys.argv[2], "--compile" in sys.argv[3:])
     else:
-        from hetclip import hugepages  # both sides inherit it (HETCLIP_HUGEPAGES=0: neither)
+        from hetclip import allocator  # both sides inherit it (HETCLIP_HUGEPAGES=0: neither)
 
-        hugepages.reexec_with_huge_pages()
+        allocator.reexec_with_allocator()
         main()

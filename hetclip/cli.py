@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hetclip import hugepages
+from hetclip import allocator
 
 CONFIG_HELP = (
     "config file, optionally with arguments: path/to/config.py:key=val,key2=val2 (shipped "
@@ -369,8 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `hetclip` command: main() in a process with huge pages on (hetclip/hugepages.py)."""
-    hugepages.reexec_with_huge_pages()
+    """The `hetclip` command: main() with its allocator set up (hetclip/allocator.py)."""
+    allocator.reexec_with_allocator()
     sys.exit(main())
 
 
