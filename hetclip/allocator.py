@@ -14,7 +14,9 @@ Zen 4 (BENCHMARKS.md).
 tcmalloc (gperftools' libtcmalloc_minimal, BSD-licensed) keeps freed pages and hands them to
 the next allocation, so steady-state steps take no faults at all (ViT-S/16 CLIP steps 1.13x
 faster there). The price: the process keeps its high-water mark of memory (tcmalloc returns
-free pages to the system only slowly), so its resident size stays near its peak. `run.py` puts
+free pages to the system only slowly), and that mark can reach twice a step's temporaries (XLA
+frees a step's temporary block after its outputs are ready, so the next step may allocate its
+own first: ViT-S/16 CLIP at batch 64 kept 15.9 GB instead of 9 GB in some runs). `run.py` puts
 a copy from Debian's libtcmalloc-minimal4 package in the virtual environment; a system copy
 works as well. HETCLIP_TCMALLOC=0 turns it off (glibc with huge pages instead), or names the
 library to use; HETCLIP_HUGEPAGES=0 turns the huge pages off. The settings are read only at
