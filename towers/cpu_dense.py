@@ -17,6 +17,8 @@ are summed over its mesh axes (an all-reduce, which is what XLA's own product do
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.experimental.custom_partitioning import custom_partitioning
@@ -59,20 +61,24 @@ def _axes(entry) -> tuple[str, ...]:
     return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
-def _specs(x_sharding, grad_sharding) -> tuple[P, P, P]:
+def _specs(mesh, x_shape, grad_shape) -> tuple[P, P, P]:
     """(x, grad, result) specs: the rows M sharded as x's are (on both operands), K as x's
-    columns and F as grad's, each dropped where it would reuse a mesh axis taken before it."""
-    x_spec = (*getattr(x_sharding, "spec", ()), None, None)
-    grad_spec = (*getattr(grad_sharding, "spec", ()), None, None)
+    columns and F as grad's, each dropped where it would reuse a mesh axis taken before it; F
+    also where a device's share of it would not be a multiple of 16 (the kernel's vectors)."""
+    x_spec = (*getattr(x_shape.sharding, "spec", ()), None, None)
+    grad_spec = (*getattr(grad_shape.sharding, "spec", ()), None, None)
     rows, used = x_spec[0], set(_axes(x_spec[0]))
     depth = x_spec[1] if not used & set(_axes(x_spec[1])) else None
     used |= set(_axes(depth))
     features = grad_spec[1] if not used & set(_axes(grad_spec[1])) else None
+    shards = math.prod(mesh.shape[axis] for axis in _axes(features))
+    if grad_shape.shape[1] % (shards * LANES):
+        features = None
     return P(rows, depth), P(rows, features), P(depth, features)
 
 
 def _partition(mesh, arg_shapes, result_shape):
-    x_spec, grad_spec, result_spec = _specs(arg_shapes[0].sharding, arg_shapes[1].sharding)
+    x_spec, grad_spec, result_spec = _specs(mesh, *arg_shapes)
     summed = _axes(x_spec[0])
 
     def lower(x, grad):
@@ -84,7 +90,7 @@ def _partition(mesh, arg_shapes, result_shape):
 
 
 def _infer(mesh, arg_shapes, result_shape):
-    return NamedSharding(mesh, _specs(arg_shapes[0].sharding, arg_shapes[1].sharding)[2])
+    return NamedSharding(mesh, _specs(mesh, *arg_shapes)[2])
 
 
 _weight_gradient = custom_partitioning(_weight_gradient_call)

@@ -99,6 +99,7 @@ def test_a_tower_block_trains_with_the_kernel_as_with_xla():
         (P(("data", "model"), None), P(None, None)),
         (P("data", "model"), P("model", None)),  # K split as well
         (P(None, None), P(None, "model")),  # F split, rows whole: no sum
+        (P(None, None), P(None, "data")),  # F = 32 in 4 shares of 8: gathered for the kernel
     ],
 )
 def test_sharded_weight_gradient_equals_one_device(x_spec, w_spec):
