@@ -7,9 +7,10 @@
 The product part times x [M, K]^T dy [M, F] at every dense layer's shape of the two
 vs_open_clip.py CPU setups (q / k / v / out, MLP in, MLP out; image and text towers), XLA's
 jnp.dot against towers.cpu_dense.weight_gradient, with the 2048^3 float32 product measured
-between rounds (the highest is the peak). --step builds that script's hetclip step with the
-kernel off (towers.cpu_dense.supports always False: XLA's product) and on, and times the
-compiled steps in turn (best step of each). Speed-ups are XLA's time over the kernel's.
+before each shape (fractions are of the highest measurement so far). --step builds that
+script's hetclip step with the kernel off (towers.cpu_dense.supports always False: XLA's
+product) and on, and times the compiled steps in turn (best step of each). Speed-ups are
+XLA's time over the kernel's.
 """
 
 from __future__ import annotations
