@@ -73,7 +73,8 @@ def fetch_tcmalloc() -> None:
     """Copies gperftools' tcmalloc from Debian's libtcmalloc-minimal4 package into the venv
     (why: hetclip/allocator.py). Where apt-get, dpkg-deb or the package is missing, a note says
     so and glibc's malloc with huge pages is used instead."""
-    target = VENV / "lib" / "hetclip-tcmalloc" / "libtcmalloc_minimal.so.4"
+    allocator = _allocator_module()
+    target = VENV.joinpath(*allocator.TCMALLOC_DIR, allocator.TCMALLOC)
     if target.exists() or not sys.platform.startswith("linux"):
         return
     if not (shutil.which("apt-get") and shutil.which("dpkg-deb")):
@@ -103,13 +104,20 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("HETCLIP_DATA_DIR", str(ROOT / "data"))
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # tcmalloc, else huge pages, for XLA:CPU's buffers (why: hetclip/allocator.py, standard
-    # library only).
-    helper = ROOT / "hetclip" / "allocator.py"
-    spec = importlib.util.spec_from_file_location("hetclip_allocator", helper)
+    # tcmalloc, else huge pages, for XLA:CPU's buffers (why: hetclip/allocator.py).
+    allocator = _allocator_module()
+    return allocator.allocator_env(env, allocator.find_tcmalloc(env, prefix=str(VENV)))
+
+
+def _allocator_module():
+    """hetclip/allocator.py, loaded by path: it uses the standard library only, so it works
+    before (and without) the venv's packages."""
+    spec = importlib.util.spec_from_file_location(
+        "hetclip_allocator", ROOT / "hetclip" / "allocator.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.allocator_env(env, module.find_tcmalloc(env, prefix=str(VENV)))
+    return module
 
 
 def main_job(python: Path, extra: list[str]) -> int:
