@@ -7,8 +7,9 @@ few steps with jax.profiler, and reads the trace (XSpace protobuf, parsed with T
 the schema). Each kernel XLA:CPU ran (a matmul fusion handed to a library, an elementwise fusion, a
 copy) is matched to the compiled HLO to get the op it came from and, for matmuls, its FLOPs (2 *
 output elements * contracted size). Rows group the same op across layers ("encoderblock_3" ->
-"blk"). Kernel times are summed over the worker threads, so they can exceed the step's wall time
-where kernels overlap.
+"blk"); hetclip's own kernels (XLA custom calls, "ffi_call") likewise, without FLOPs. Kernel
+times are summed over the worker threads, so they can exceed the step's wall time where kernels
+overlap.
 """
 
 from __future__ import annotations
@@ -104,7 +105,9 @@ def main() -> None:
         op, kernel_flops = table[kernel]
         op = re.sub(r"encoderblock_\d+", "blk", op.removeprefix("jit(step_fn)/")) or kernel
         kind = "matmul" if kernel_flops else re.sub(r"[.\d]+$", "", kernel)
-        group = groups[(kind, op if kernel_flops else "")]
+        # hetclip's compiled kernels (attention, weight gradients) are custom calls that XLA
+        # counts no FLOPs for: their rows keep the op, so that each kind shows on its own.
+        group = groups[(kind, op if kernel_flops or kind == "ffi_call" else "")]
         group[0] += total / args.steps
         group[1] += kernel_flops
         group[2] += 1

@@ -52,6 +52,7 @@ def compare_steps(only: str, rounds: int, module, attribute: str, variants: dict
             step = step.lower(state, inputs).compile()
         finally:
             setattr(module, attribute, original)
+        jax.block_until_ready((state, inputs))  # so that steps run inline (hetclip/allocator.py)
         state, metrics = step(state, inputs)  # warm-up
         jax.block_until_ready(metrics)
         built[variant] = [step, state, inputs]

@@ -179,6 +179,8 @@ def build_step(spec: str, overrides: dict, res: int, text_len: int):
 def time_steps(step, state, batch, repeats: int):
     import jax
 
+    # Ready inputs: every step runs inline (hetclip/allocator.py), none overlaps another's memory.
+    jax.block_until_ready((state, batch))
     state, metrics = step(state, batch)  # compile + warm up
     jax.block_until_ready(metrics)
     times = []

@@ -14,9 +14,14 @@ Zen 4 (BENCHMARKS.md).
 tcmalloc (gperftools' libtcmalloc_minimal, BSD-licensed) keeps freed pages and hands them to
 the next allocation, so steady-state steps take no faults at all (ViT-S/16 CLIP steps 1.13x
 faster there). The price: the process keeps its high-water mark of memory (tcmalloc returns
-free pages to the system only slowly), and that mark can reach twice a step's temporaries (XLA
-frees a step's temporary block after its outputs are ready, so the next step may allocate its
-own first: ViT-S/16 CLIP at batch 64 kept 15.9 GB instead of 9 GB in some runs). `run.py` puts
+free pages to the system only slowly). That mark would reach twice a step's temporaries where
+two steps' temporary blocks are ever alive at once: dispatched asynchronously, XLA:CPU frees a
+step's block on its own thread a little after the step's outputs are ready, and the next step,
+dispatched as soon as they are, can allocate its block first (ViT-S/16 CLIP at batch 64 then
+kept 15.9 GB instead of 9 GB). So with tcmalloc preloaded, reexec_with_allocator also turns
+JAX's asynchronous CPU dispatch off (unless HETCLIP_CPU_ASYNC_DISPATCH=1): a single-device
+computation whose inputs are ready then runs inline and frees its temporaries before it returns
+(the training loop waits for its inputs for this). `run.py` puts
 a copy from Debian's libtcmalloc-minimal4 package in the virtual environment; a system copy
 works as well. HETCLIP_TCMALLOC=0 turns it off (glibc with huge pages instead), or names the
 library to use; HETCLIP_HUGEPAGES=0 turns the huge pages off. The settings are read only at
@@ -35,6 +40,8 @@ THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 TCMALLOC = "libtcmalloc_minimal.so.4"
 # Where run.py puts its copy, under the virtual environment's prefix.
 TCMALLOC_DIR = ("lib", "hetclip-tcmalloc")
+# 1 keeps JAX's asynchronous CPU dispatch with tcmalloc (the docstring says why it is off).
+ASYNC_DISPATCH_SWITCH = "HETCLIP_CPU_ASYNC_DISPATCH"
 SYSTEM_LIBRARY_DIRS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64")
 
 
@@ -81,18 +88,39 @@ def allocator_env(env: Mapping[str, str], tcmalloc: str | None = None) -> dict[s
     env = dict(env)
     if tcmalloc is None:
         return with_huge_pages(env)
-    preloaded = [entry for entry in env.get("LD_PRELOAD", "").split(":") if entry]
-    if not any(Path(entry).name.startswith("libtcmalloc") for entry in preloaded):
-        env["LD_PRELOAD"] = ":".join([*preloaded, tcmalloc])
+    if not tcmalloc_preloaded(env):
+        env["LD_PRELOAD"] = ":".join([*_preloads(env), tcmalloc])
     return env
+
+
+def _preloads(env: Mapping[str, str]) -> list[str]:
+    return [entry for entry in env.get("LD_PRELOAD", "").split(":") if entry]
+
+
+def tcmalloc_preloaded(env: Mapping[str, str]) -> bool:
+    return any(Path(entry).name.startswith("libtcmalloc") for entry in _preloads(env))
+
+
+def inline_cpu_dispatch(env: Mapping[str, str] = os.environ) -> bool:
+    """Turns JAX's asynchronous CPU dispatch off where tcmalloc is preloaded in `env` and
+    ASYNC_DISPATCH_SWITCH is not 1; returns whether it did. Works only before JAX's CPU client
+    exists (its first computation or device query)."""
+    if not tcmalloc_preloaded(env) or env.get(ASYNC_DISPATCH_SWITCH) == "1":
+        return False
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+    return True
 
 
 def reexec_with_allocator() -> None:
     """Replaces this process by the same command line with the allocator above set up (same
-    pid, so signals and exit codes reach the caller as before); returns where nothing would
-    change."""
+    pid, so signals and exit codes reach the caller as before). Where nothing would change,
+    returns, having turned asynchronous CPU dispatch off where inline_cpu_dispatch says so
+    (call this before any JAX computation)."""
     env = allocator_env(os.environ, find_tcmalloc(os.environ))
     if all(env.get(k) == os.environ.get(k) for k in ("GLIBC_TUNABLES", "LD_PRELOAD")):
+        inline_cpu_dispatch()
         return
     sys.stdout.flush()
     sys.stderr.flush()

@@ -145,11 +145,17 @@ def _loop(config, state, step_fn, pipeline, mesh, checkpoints, writer, start, ev
     policy = config.train.get("on_nonfinite", "skip")
     progress = training_progress(total_steps, start) if jax.process_index() == 0 else None
     batches = pipeline.batches(start)
+    on_cpu = mesh.devices.flat[0].platform == "cpu"
     last: dict[str, float] = {}
     tick, ticked_step = time.monotonic(), start
     with StopRequest() as stop:
         for step in range(start + 1, total_steps + 1):
             batch = global_batch(next(batches), mesh, BATCH_AXES)
+            if on_cpu:
+                # Inputs ready before the call: then XLA:CPU, with asynchronous dispatch off
+                # (hetclip/allocator.py), runs the step inline and frees its temporaries before
+                # returning; else they are freed after the next step may have allocated its own.
+                jax.block_until_ready((state, batch))
             state, metrics = step_fn(state, batch)
             if not float(metrics["finite"]):
                 message = (

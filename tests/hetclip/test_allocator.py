@@ -92,3 +92,61 @@ def test_reexec_preloads_tcmalloc_where_it_is_installed():
     preload, mapped = result.stdout.split()
     # Where a copy exists (run.py fetched it, or the system has one) it is loaded in the process.
     assert preload == str(library) and mapped == str(library is not None)
+
+
+def test_inline_cpu_dispatch_follows_tcmalloc_and_the_switch():
+    script = (
+        "import json, sys, jax\n"
+        "from hetclip import allocator\n"
+        "done = allocator.inline_cpu_dispatch(json.loads(sys.argv[1]))\n"
+        "print(json.dumps([done, jax.config.read('jax_cpu_enable_async_dispatch')]))\n"
+    )
+    tcmalloc = {"LD_PRELOAD": "/x/libother.so:/y/libtcmalloc_minimal.so.4"}
+    cases = {
+        json.dumps(tcmalloc): [True, False],
+        json.dumps({**tcmalloc, allocator.ASYNC_DISPATCH_SWITCH: "1"}): [False, True],
+        json.dumps({"LD_PRELOAD": "/x/libother.so"}): [False, True],
+    }
+    for env, expected in cases.items():
+        result = subprocess.run(
+            [sys.executable, "-c", script, env], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout.strip().splitlines()[-1]) == expected, env
+
+
+def test_with_tcmalloc_a_computation_frees_its_temporaries_before_it_returns():
+    # Two steps' temporary blocks alive at once would double what tcmalloc keeps (allocator.py).
+    script = (
+        "import ctypes, json, time\n"
+        "from hetclip import allocator\n"
+        "allocator.reexec_with_allocator()\n"
+        "import jax, jax.numpy as jnp\n"
+        "def allocated():  # tcmalloc's count; 0 under glibc\n"
+        "    query = getattr(ctypes.CDLL(None), 'MallocExtension_GetNumericProperty', None)\n"
+        "    value = ctypes.c_size_t(0)\n"
+        "    if query:\n"
+        "        query(b'generic.current_allocated_bytes', ctypes.byref(value))\n"
+        "    return value.value\n"
+        "step = jax.jit(lambda x: jnp.sum(jnp.tanh(x @ x) @ x, axis=0))\n"
+        "x = jax.block_until_ready(jnp.ones((1536, 1536)))\n"
+        "step(x).block_until_ready()\n"
+        "y = step(x)\n"
+        "ready, at_return = y.is_ready(), allocated()\n"
+        "time.sleep(0.5)\n"
+        "print(json.dumps([jax.config.read('jax_cpu_enable_async_dispatch'), ready, at_return,"
+        " allocated()]))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "HETCLIP_TCMALLOC")}
+    env.pop(allocator.ASYNC_DISPATCH_SWITCH, None)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    asynchronous, ready, at_return, later = json.loads(result.stdout.strip().splitlines()[-1])
+    if allocator.find_tcmalloc(env) is None:
+        assert asynchronous  # glibc frees each block at once: JAX's default dispatch is kept
+        return
+    assert not asynchronous and ready  # ran inline: the call returned with its result computed
+    # The [1536, 1536] temporaries (9 MB each) were already freed when the call returned.
+    assert at_return - later < 4_000_000, (at_return, later)
