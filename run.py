@@ -12,6 +12,7 @@ Each command creates what it needs itself and is idempotent: the virtual environ
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -109,6 +110,7 @@ def _env() -> dict[str, str]:
     return allocator.allocator_env(env, allocator.find_tcmalloc(env, prefix=str(VENV)))
 
 
+@functools.cache
 def _allocator_module():
     """hetclip/allocator.py, loaded by path: it uses the standard library only, so it works
     before (and without) the venv's packages."""

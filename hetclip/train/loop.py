@@ -145,17 +145,20 @@ def _loop(config, state, step_fn, pipeline, mesh, checkpoints, writer, start, ev
     policy = config.train.get("on_nonfinite", "skip")
     progress = training_progress(total_steps, start) if jax.process_index() == 0 else None
     batches = pipeline.batches(start)
+    # Inputs ready before each call: then XLA:CPU, with asynchronous dispatch off
+    # (hetclip/allocator.py), runs a step inline and frees its temporaries before returning;
+    # else they are freed after the next step may have allocated its own. The state needs it
+    # once: reading each step's `finite` flag below waits for the state it returns as well.
     on_cpu = mesh.devices.flat[0].platform == "cpu"
+    if on_cpu:
+        jax.block_until_ready(state)
     last: dict[str, float] = {}
     tick, ticked_step = time.monotonic(), start
     with StopRequest() as stop:
         for step in range(start + 1, total_steps + 1):
             batch = global_batch(next(batches), mesh, BATCH_AXES)
             if on_cpu:
-                # Inputs ready before the call: then XLA:CPU, with asynchronous dispatch off
-                # (hetclip/allocator.py), runs the step inline and frees its temporaries before
-                # returning; else they are freed after the next step may have allocated its own.
-                jax.block_until_ready((state, batch))
+                jax.block_until_ready(batch)
             state, metrics = step_fn(state, batch)
             if not float(metrics["finite"]):
                 message = (
