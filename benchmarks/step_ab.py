@@ -9,6 +9,7 @@ steps in turn, so the machine's drift hits every variant alike.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 import time
@@ -39,19 +40,32 @@ def best_in_turn(calls: dict, rounds: int, per_round: int) -> dict:
 def compare_steps(only: str, rounds: int, module, attribute: str, variants: dict) -> tuple:
     """(setup name, {variant: best s / step}) for the vs_open_clip.py setup whose name starts
     with `only`, its step built with module.attribute set to each of `variants`' values."""
+
+    @contextlib.contextmanager
+    def swapped(value):
+        original = getattr(module, attribute)
+        setattr(module, attribute, value)
+        try:
+            yield
+        finally:
+            setattr(module, attribute, original)
+
+    return compare_steps_in(only, rounds, {v: lambda v=v: swapped(variants[v]) for v in variants})
+
+
+def compare_steps_in(only: str, rounds: int, contexts: dict) -> tuple:
+    """(setup name, {variant: best s / step}) for the vs_open_clip.py setup whose name starts
+    with `only`, its step built (traced and compiled) inside each of `contexts`' context
+    managers (values: functions that return one)."""
     import jax
 
     vs_open_clip = load("vs_open_clip")
     (name,) = [n for n in vs_open_clip.SETUPS if n.startswith(only)][:1]
-    original = getattr(module, attribute)
     built = {}
-    for variant, value in variants.items():
-        setattr(module, attribute, value)
-        try:
+    for variant, context in contexts.items():
+        with context():
             step, state, inputs, _, _ = vs_open_clip.build_hetclip_step(name)
             step = step.lower(state, inputs).compile()
-        finally:
-            setattr(module, attribute, original)
         jax.block_until_ready((state, inputs))  # so that steps run inline (hetclip/allocator.py)
         state, metrics = step(state, inputs)  # warm-up
         jax.block_until_ready(metrics)

@@ -62,7 +62,7 @@ def _probs_shape(query, key) -> tuple[int, int, int, int]:
 
 def _forward_call(query, key, value):
     return tuple(
-        jax.ffi.ffi_call("hetclip_attention_forward", _shapes(query.shape))(
+        cpu_kernels.ffi_call("hetclip_attention_forward", _shapes(query.shape))(
             query, key, value, scale=_scale(query)
         )
     )
@@ -71,7 +71,7 @@ def _forward_call(query, key, value):
 def _forward_with_probs_call(query, key, value):
     shapes = _shapes(query.shape, _probs_shape(query, key))
     return tuple(
-        jax.ffi.ffi_call("hetclip_attention_forward_with_probs", shapes)(
+        cpu_kernels.ffi_call("hetclip_attention_forward_with_probs", shapes)(
             query, key, value, scale=_scale(query)
         )
     )
@@ -80,7 +80,7 @@ def _forward_with_probs_call(query, key, value):
 def _backward_call(query, key, value, probs, grad_out):
     shapes = _shapes(query.shape, key.shape, value.shape)
     return tuple(
-        jax.ffi.ffi_call("hetclip_attention_backward", shapes)(
+        cpu_kernels.ffi_call("hetclip_attention_backward", shapes)(
             query, key, value, probs, grad_out, scale=_scale(query)
         )
     )

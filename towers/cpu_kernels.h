@@ -35,6 +35,20 @@ struct View {
   int64_t row_stride, depth_stride;
 };
 
+// An empty asm that claims to modify v, so that v must sit in a register. Without it GCC 12
+// folds a tile's loads of b into its FMAs as memory operands (R loads per vector instead of
+// one), and the tile runs load-bound: a 4 x 5 tile at 0.56 of the speed of a 6 x 4 one on
+// Zen 4. MatmulTile uses it for the wide tiles of 4-6 rows x 5-6 vectors (attention's
+// products over 65-96 keys), where it ran 1.0-1.8x as fast; on smaller tiles its effect
+// changed sign from one build to another (benchmarks/kernel_tiles.py, BENCHMARKS.md).
+inline void KeepInRegister(Vec& v) {
+#if defined(__AVX512F__)
+  asm("" : "+v"(v));
+#else
+  (void)v;
+#endif
+}
+
 // c[r, :16 V] = sum_x a(r, x) b[x, :16 V] for r < R (added to c's values where `accumulate`);
 // b's rows are ldb apart, c's ldc. The R x V accumulators stay in registers over the whole
 // contraction; each step loads V vectors of b and broadcasts R scalars of a.
@@ -47,7 +61,10 @@ inline void MatmulTile(View a, const float* b, int64_t ldb, int64_t depth, float
   const float* a_step = a.data;
   for (int64_t x = 0; x < depth; ++x, a_step += a.depth_stride) {
     Vec row[V];
-    for (int v = 0; v < V; ++v) row[v] = Load(b + x * ldb + v * kLanes);
+    for (int v = 0; v < V; ++v) {
+      row[v] = Load(b + x * ldb + v * kLanes);
+      if constexpr (R >= 4 && V >= 5) KeepInRegister(row[v]);
+    }
     for (int r = 0; r < R; ++r) {
       const float scalar = a_step[r * a.row_stride];
       for (int v = 0; v < V; ++v) acc[r][v] += row[v] * scalar;
@@ -83,8 +100,11 @@ inline void MatmulBlock(View a, int rows, const float* b, int64_t ldb, int64_t d
   }
 }
 
-// Runs body(i, next) for i < n on the calling thread and up to pool.num_threads() helpers,
-// which claim indices from a shared counter. While more indices remain than there are threads,
+// Runs body(i, next) for i < n on the calling thread and up to pool.num_threads() - 1 helpers,
+// which claim indices from a shared counter: as many threads as the pool has, whether the
+// caller is one of them (XLA runs a step's ops on the pool) or not (a single op run inline on
+// the Python thread, hetclip/allocator.py), where one more helper put 3 threads on 2 cores
+// (attention at [256, 65, 3, 64]: 28-29 ms instead of 24-25 ms). While more indices remain than there are threads,
 // a thread claims its next index before running the current one (`next`, else -1), so that it
 // can prefetch that index's data; near the end it claims only when free, so that n as small as
 // the thread count still runs on every thread (claiming ahead from the start ran n = 2 on the
@@ -100,7 +120,7 @@ inline void ParallelFor(ffi::ThreadPool& pool, int64_t n,
     int64_t threads = 1;
     const std::function<void(int64_t, int64_t)>* body = nullptr;
   };
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), n - 1);
+  const int64_t helpers = std::max<int64_t>(0, std::min<int64_t>(pool.num_threads(), n) - 1);
   auto state = std::make_shared<State>();
   state->count = n;
   state->threads = helpers + 1;

@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
@@ -47,6 +47,7 @@ TARGETS = {
 }
 
 _disabled = threading.local()
+_prefix = threading.local()
 # Under the "hetclip" logger, which the command line shows at INFO.
 log = logging.getLogger("hetclip.kernels")
 
@@ -88,14 +89,14 @@ def library_path(cxx: str) -> Path:
     return cache_dir() / f"cpu_kernels-{digest.hexdigest()[:16]}.so"
 
 
-def build(cxx: str, path: Path) -> None:
-    """Compiles the kernels into `path` (written under a temporary name, then renamed, so that
-    processes building at once never load a half-written file). Raises RuntimeError with the
-    compiler's message on failure."""
+def build(cxx: str, path: Path, sources: tuple[Path, ...] = SOURCES) -> None:
+    """Compiles the kernels (`sources`, with their headers beside them) into `path` (written
+    under a temporary name, then renamed, so that processes building at once never load a
+    half-written file). Raises RuntimeError with the compiler's message on failure."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, partial = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(handle)
-    command = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", *map(str, SOURCES), "-o", partial]
+    command = [cxx, *FLAGS, f"-I{jax.ffi.include_dir()}", *map(str, sources), "-o", partial]
     log.info("compiling the CPU kernels (once per machine) into %s", path)
     start = time.perf_counter()
     try:
@@ -134,11 +135,35 @@ def library() -> ctypes.CDLL | None:
             stacklevel=3,
         )
         return None
+    register(loaded)
+    return loaded
+
+
+def register(loaded: ctypes.CDLL, prefix: str = "") -> None:
+    """Registers a loaded kernel library's handlers as XLA:CPU FFI targets named prefix + each
+    of `TARGETS` (a prefix lets a second build sit beside this one: benchmarks/kernel_ab.py)."""
     for target, symbol in TARGETS.items():
         jax.ffi.register_ffi_target(
-            target, jax.ffi.pycapsule(getattr(loaded, symbol)), platform="cpu"
+            prefix + target, jax.ffi.pycapsule(getattr(loaded, symbol)), platform="cpu"
         )
-    return loaded
+
+
+def ffi_call(target: str, result_shapes) -> Callable:
+    """jax.ffi.ffi_call of one of `TARGETS`: this library's handler, or the one registered under
+    the prefix of an open `calls_into` block on this thread."""
+    return jax.ffi.ffi_call(getattr(_prefix, "value", "") + target, result_shapes)
+
+
+@contextlib.contextmanager
+def calls_into(prefix: str) -> Iterator[None]:
+    """Kernel calls traced inside go to the handlers `register`ed under `prefix` (another build
+    of the kernels). As with `disabled()`, only new traces are affected."""
+    before = getattr(_prefix, "value", "")
+    _prefix.value = prefix
+    try:
+        yield
+    finally:
+        _prefix.value = before
 
 
 def enabled(switch: str) -> bool:

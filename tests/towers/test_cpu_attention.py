@@ -46,6 +46,7 @@ def test_the_kernel_builds_and_loads_on_this_machine():
         (3, 65, 65, 3, 64),  # the tiny CLIP's image attention (64 patches + class token)
         (2, 32, 32, 4, 64),  # its text attention
         (2, 197, 197, 2, 64),  # a ViT-S/16 block: 208 padded keys, three column tiles
+        (2, 11, 90, 2, 32),  # 96 padded keys: one column tile of 6 vectors, in 4-row blocks
         (2, 1, 50, 2, 64),  # a MAP head's probe
         (2, 7, 9, 3, 20),  # head size not a multiple of 16, Q != K, odd lengths
         (1, 17, 33, 1, 16),
