@@ -68,13 +68,19 @@ def load_baseline(revision: str) -> None:
             sources = []
             for file in (*cpu_kernels.SOURCES, *cpu_kernels.HEADERS):
                 relative = file.relative_to(repository).as_posix()
-                text = subprocess.run(
+                shown = subprocess.run(
                     ["git", "show", f"{commit}:{relative}"],
                     cwd=repository,
                     capture_output=True,
                     text=True,
-                    check=True,
-                ).stdout
+                )
+                if shown.returncode:
+                    raise SystemExit(
+                        f"{revision} has no {relative}: compare with a revision that has every "
+                        "kernel of the working tree, or time a new kernel against XLA's op "
+                        "with its own script (benchmarks/layer_norm.py, weight_gradient.py)"
+                    )
+                text = shown.stdout
                 (Path(folder) / file.name).write_text(text)
                 if file in cpu_kernels.SOURCES:
                     sources.append(Path(folder) / file.name)

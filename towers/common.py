@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from towers import cpu_attention, cpu_dense
+from towers import cpu_attention, cpu_dense, cpu_layer_norm
 from towers.bias_gelu import bias_gelu
 
 Dtype = jnp.dtype
@@ -253,8 +253,33 @@ def attention(num_heads: int, dtype: Dtype, param_dtype: Dtype) -> nn.MultiHeadD
     )
 
 
+class LayerNorm(nn.LayerNorm):
+    """flax's LayerNorm (same parameters, names and options) that runs the compiled CPU kernels
+    (towers/cpu_layer_norm.py) where they apply: float32 input, parameters and computation,
+    scale and bias on, no mask, features a multiple of 16, on a CPU. Elsewhere, flax's."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+        features = jax.ShapeDtypeStruct(x.shape[-1:], self.param_dtype)
+        kernel = (
+            mask is None
+            and self.use_scale
+            and self.use_bias
+            and self.reduction_axes == -1
+            and self.feature_axes == -1
+            and self.axis_name is None
+            and self.dtype in (None, jnp.float32)
+            and cpu_layer_norm.supports(x, features, features)
+        )
+        if not kernel:
+            return super().__call__(x, mask=mask)
+        scale = self.param("scale", self.scale_init, features.shape, self.param_dtype)
+        bias = self.param("bias", self.bias_init, features.shape, self.param_dtype)
+        return cpu_layer_norm.layer_norm(x, scale, bias, self.epsilon)
+
+
 def layer_norm(dtype: Dtype, param_dtype: Dtype, name: str | None = None) -> nn.LayerNorm:
-    return nn.LayerNorm(
+    return LayerNorm(
         epsilon=1e-6,
         dtype=dtype,
         param_dtype=param_dtype,

@@ -1,15 +1,17 @@
 """The compiled CPU kernels' library: its build at first use, its cache, and the switches.
 
 One shared library holds every XLA:CPU kernel of the towers (`SOURCES`: attention in
-towers/cpu_attention.cc, a dense layer's weight gradient in towers/cpu_dense.cc, and what they
-share in towers/cpu_kernels.h), each an XLA typed-FFI handler registered under `TARGETS`.
+towers/cpu_attention.cc, a dense layer's weight gradient in towers/cpu_dense.cc, LayerNorm in
+towers/cpu_layer_norm.cc, and what they share in towers/cpu_kernels.h), each an XLA typed-FFI
+handler registered under `TARGETS`.
 
 The library is compiled at first use with the machine's C++ compiler (`$CXX`, else c++, g++ or
 clang++) against `jax.ffi.include_dir()`, once per source / compiler / CPU / jaxlib, into
 `$HETCLIP_KERNEL_CACHE` (default `~/.cache/hetclip/kernels`). Where no compiler is found or the
 build fails, a warning says why and `enabled()` is False for every kernel: the towers then run
 XLA's ops, with the same values. Each kernel family also has its own switch (an environment
-variable set to 0 turns it off: `HETCLIP_CPU_ATTENTION`, `HETCLIP_CPU_DENSE`).
+variable set to 0 turns it off: `HETCLIP_CPU_ATTENTION`, `HETCLIP_CPU_DENSE`,
+`HETCLIP_CPU_LAYER_NORM`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pathlib import Path
 import jax
 
 HERE = Path(__file__).parent
-SOURCES = (HERE / "cpu_attention.cc", HERE / "cpu_dense.cc")
+SOURCES = (HERE / "cpu_attention.cc", HERE / "cpu_dense.cc", HERE / "cpu_layer_norm.cc")
 HEADERS = (HERE / "cpu_kernels.h",)
 CACHE = "HETCLIP_KERNEL_CACHE"
 FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC")
@@ -44,6 +46,8 @@ TARGETS = {
     "hetclip_attention_forward_with_probs": "HetclipAttentionForwardWithProbs",
     "hetclip_attention_backward": "HetclipAttentionBackward",
     "hetclip_weight_gradient": "HetclipWeightGradient",
+    "hetclip_layer_norm_forward": "HetclipLayerNormForward",
+    "hetclip_layer_norm_backward": "HetclipLayerNormBackward",
 }
 
 _disabled = threading.local()
@@ -117,8 +121,9 @@ def library() -> ctypes.CDLL | None:
     cxx = compiler()
     if cxx is None:
         warnings.warn(
-            "hetclip: no C++ compiler found (set CXX or install g++), so attention and dense "
-            "weight gradients on the CPU run as XLA ops, which is slower; results are the same.",
+            "hetclip: no C++ compiler found (set CXX or install g++), so attention, dense "
+            "weight gradients and LayerNorm on the CPU run as XLA ops, which is slower; results "
+            "are the same.",
             stacklevel=3,
         )
         return None
@@ -129,9 +134,9 @@ def library() -> ctypes.CDLL | None:
         loaded = ctypes.cdll.LoadLibrary(str(path))
     except (OSError, RuntimeError) as error:
         warnings.warn(
-            f"hetclip: the CPU kernels could not be built or loaded ({error}); attention and "
-            "dense weight gradients on the CPU run as XLA ops, which is slower; results are the "
-            "same.",
+            f"hetclip: the CPU kernels could not be built or loaded ({error}); attention, dense "
+            "weight gradients and LayerNorm on the CPU run as XLA ops, which is slower; results "
+            "are the same.",
             stacklevel=3,
         )
         return None
