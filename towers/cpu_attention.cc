@@ -56,30 +56,9 @@ inline Vec ExpNonPositive(Vec x) {
   return underflow ? Vec{} : result;
 }
 
-// Horizontal sum and maximum in four halving steps (a short dependency chain, unlike a loop).
-inline Vec Halves(Vec v) {
-  return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-}
-inline Vec Quarters(Vec v) {
-  return __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-}
-inline Vec Pairs(Vec v) {
-  return __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-}
-inline Vec Neighbours(Vec v) {
-  return __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-}
-
-inline float Sum(Vec v) {
-  v += Halves(v);
-  v += Quarters(v);
-  v += Pairs(v);
-  v += Neighbours(v);
-  return v[0];
-}
-
 inline Vec Larger(Vec a, Vec b) { return a > b ? a : b; }
 
+// Horizontal maximum in four halving steps (the shuffles of cpu_kernels.h's Sum).
 inline float Max(Vec v) {
   v = Larger(v, Halves(v));
   v = Larger(v, Quarters(v));

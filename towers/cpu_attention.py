@@ -51,10 +51,6 @@ def _scale(query) -> np.float32:
     return np.float32(query.shape[-1] ** -0.5)
 
 
-def _shapes(*arrays_and_shapes) -> tuple[jax.ShapeDtypeStruct, ...]:
-    return tuple(jax.ShapeDtypeStruct(shape, jnp.float32) for shape in arrays_and_shapes)
-
-
 def _probs_shape(query, key) -> tuple[int, int, int, int]:
     batch, queries, heads, _ = query.shape
     return batch, heads, queries, key.shape[1]
@@ -62,14 +58,14 @@ def _probs_shape(query, key) -> tuple[int, int, int, int]:
 
 def _forward_call(query, key, value):
     return tuple(
-        cpu_kernels.ffi_call("hetclip_attention_forward", _shapes(query.shape))(
+        cpu_kernels.ffi_call("hetclip_attention_forward", cpu_kernels.float32_shapes(query.shape))(
             query, key, value, scale=_scale(query)
         )
     )
 
 
 def _forward_with_probs_call(query, key, value):
-    shapes = _shapes(query.shape, _probs_shape(query, key))
+    shapes = cpu_kernels.float32_shapes(query.shape, _probs_shape(query, key))
     return tuple(
         cpu_kernels.ffi_call("hetclip_attention_forward_with_probs", shapes)(
             query, key, value, scale=_scale(query)
@@ -78,7 +74,7 @@ def _forward_with_probs_call(query, key, value):
 
 
 def _backward_call(query, key, value, probs, grad_out):
-    shapes = _shapes(query.shape, key.shape, value.shape)
+    shapes = cpu_kernels.float32_shapes(query.shape, key.shape, value.shape)
     return tuple(
         cpu_kernels.ffi_call("hetclip_attention_backward", shapes)(
             query, key, value, probs, grad_out, scale=_scale(query)

@@ -54,24 +54,17 @@ def _weight_gradient_call(x, grad):
     return cpu_kernels.ffi_call("hetclip_weight_gradient", shape)(x, grad)
 
 
-def _axes(entry) -> tuple[str, ...]:
-    """The mesh axes of one PartitionSpec entry (None, a name or a tuple of names)."""
-    if entry is None:
-        return ()
-    return (entry,) if isinstance(entry, str) else tuple(entry)
-
-
 def _specs(mesh, x_shape, grad_shape) -> tuple[P, P, P]:
     """(x, grad, result) specs: the rows M sharded as x's are (on both operands), K as x's
     columns and F as grad's, each dropped where it would reuse a mesh axis taken before it; F
     also where a device's share of it would not be a multiple of 16 (the kernel's vectors)."""
     x_spec = (*getattr(x_shape.sharding, "spec", ()), None, None)
     grad_spec = (*getattr(grad_shape.sharding, "spec", ()), None, None)
-    rows, used = x_spec[0], set(_axes(x_spec[0]))
-    depth = x_spec[1] if not used & set(_axes(x_spec[1])) else None
-    used |= set(_axes(depth))
-    features = grad_spec[1] if not used & set(_axes(grad_spec[1])) else None
-    shards = math.prod(mesh.shape[axis] for axis in _axes(features))
+    rows, used = x_spec[0], set(cpu_kernels.mesh_axes(x_spec[0]))
+    depth = x_spec[1] if not used & set(cpu_kernels.mesh_axes(x_spec[1])) else None
+    used |= set(cpu_kernels.mesh_axes(depth))
+    features = grad_spec[1] if not used & set(cpu_kernels.mesh_axes(grad_spec[1])) else None
+    shards = math.prod(mesh.shape[axis] for axis in cpu_kernels.mesh_axes(features))
     if grad_shape.shape[1] % (shards * LANES):
         features = None
     return P(rows, depth), P(rows, features), P(depth, features)
@@ -79,7 +72,7 @@ def _specs(mesh, x_shape, grad_shape) -> tuple[P, P, P]:
 
 def _partition(mesh, arg_shapes, result_shape):
     x_spec, grad_spec, result_spec = _specs(mesh, *arg_shapes)
-    summed = _axes(x_spec[0])
+    summed = cpu_kernels.mesh_axes(x_spec[0])
 
     def lower(x, grad):
         partial = _weight_gradient_call(x, grad)

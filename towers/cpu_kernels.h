@@ -28,6 +28,29 @@ inline Vec Load(const float* p) { return *reinterpret_cast<const UnalignedVec*>(
 inline void Store(float* p, Vec v) { *reinterpret_cast<UnalignedVec*>(p) = v; }
 inline int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
+// Horizontal sum in four halving steps (a short dependency chain, unlike a loop); the
+// shuffles also serve other reductions (attention's maximum).
+inline Vec Halves(Vec v) {
+  return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+inline Vec Quarters(Vec v) {
+  return __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+}
+inline Vec Pairs(Vec v) {
+  return __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+}
+inline Vec Neighbours(Vec v) {
+  return __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+}
+
+inline float Sum(Vec v) {
+  v += Halves(v);
+  v += Quarters(v);
+  v += Pairs(v);
+  v += Neighbours(v);
+  return v[0];
+}
+
 // A [rows, depth] operand of Matmul read in place: element (r, x) at
 // data[r * row_stride + x * depth_stride], so a transposed matrix is a view, not a copy.
 struct View {
@@ -104,11 +127,11 @@ inline void MatmulBlock(View a, int rows, const float* b, int64_t ldb, int64_t d
 // which claim indices from a shared counter: as many threads as the pool has, whether the
 // caller is one of them (XLA runs a step's ops on the pool) or not (a single op run inline on
 // the Python thread, hetclip/allocator.py), where one more helper put 3 threads on 2 cores
-// (attention at [256, 65, 3, 64]: 28-29 ms instead of 24-25 ms). While more indices remain than there are threads,
-// a thread claims its next index before running the current one (`next`, else -1), so that it
-// can prefetch that index's data; near the end it claims only when free, so that n as small as
-// the thread count still runs on every thread (claiming ahead from the start ran n = 2 on the
-// caller alone). The caller waits only for indices already claimed, so a helper that starts
+// (attention at [256, 65, 3, 64]: 28-29 ms instead of 24-25 ms). While more indices remain
+// than there are threads, a thread claims its next index before running the current one
+// (`next`, else -1), so that it can prefetch that index's data; near the end it claims only
+// when free, so that n as small as the thread count still runs on every thread (claiming ahead
+// from the start ran n = 2 on the caller alone). The caller waits only for indices already claimed, so a helper that starts
 // late (or never) cannot stall it; the shared state outlives the call for such late helpers,
 // which find nothing left to claim.
 inline void ParallelFor(ffi::ThreadPool& pool, int64_t n,

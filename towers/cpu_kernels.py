@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 
 HERE = Path(__file__).parent
 SOURCES = (HERE / "cpu_attention.cc", HERE / "cpu_dense.cc", HERE / "cpu_layer_norm.cc")
@@ -153,6 +154,18 @@ def register(loaded: ctypes.CDLL, prefix: str = "") -> None:
         )
 
 
+def float32_shapes(*shapes: tuple[int, ...]) -> tuple[jax.ShapeDtypeStruct, ...]:
+    """The kernels' float32 results of these shapes, as ffi_call's result_shapes."""
+    return tuple(jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes)
+
+
+def mesh_axes(entry) -> tuple[str, ...]:
+    """The mesh axes of one PartitionSpec entry (None, a name or a tuple of names)."""
+    if entry is None:
+        return ()
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
 def ffi_call(target: str, result_shapes) -> Callable:
     """jax.ffi.ffi_call of one of `TARGETS`: this library's handler, or the one registered under
     the prefix of an open `calls_into` block on this thread."""
@@ -163,12 +176,19 @@ def ffi_call(target: str, result_shapes) -> Callable:
 def calls_into(prefix: str) -> Iterator[None]:
     """Kernel calls traced inside go to the handlers `register`ed under `prefix` (another build
     of the kernels). As with `disabled()`, only new traces are affected."""
-    before = getattr(_prefix, "value", "")
-    _prefix.value = prefix
+    with _set_on_this_thread(_prefix, prefix, ""):
+        yield
+
+
+@contextlib.contextmanager
+def _set_on_this_thread(local: threading.local, value, default) -> Iterator[None]:
+    """`local.value` is `value` inside the block, as before it (else `default`) after."""
+    before = getattr(local, "value", default)
+    local.value = value
     try:
         yield
     finally:
-        _prefix.value = before
+        local.value = before
 
 
 def enabled(switch: str) -> bool:
@@ -185,9 +205,5 @@ def disabled() -> Iterator[None]:
     analysis count the FLOPs, which it cannot see inside a custom call). Only new traces are
     affected: jit reuses its trace of a function object it has seen with the same argument
     shapes, so trace a new function (a fresh lambda or step) inside."""
-    before = getattr(_disabled, "value", False)
-    _disabled.value = True
-    try:
+    with _set_on_this_thread(_disabled, True, False):
         yield
-    finally:
-        _disabled.value = before

@@ -36,12 +36,6 @@ using Result2 = ffi::ResultBuffer<ffi::F32, 2>;
 // Rows per task of the parallel loop: enough to hide its bookkeeping, few enough to balance.
 constexpr int64_t kRowsPerTask = 64;
 
-inline float Sum(Vec v) {
-  float total = 0.0f;
-  for (int i = 0; i < kLanes; ++i) total += v[i];
-  return total;
-}
-
 inline int64_t Tasks(int64_t rows) { return (rows + kRowsPerTask - 1) / kRowsPerTask; }
 
 void ForwardRows(const float* x, const float* scale, const float* bias, int64_t begin,

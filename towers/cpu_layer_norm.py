@@ -52,28 +52,21 @@ def supports(x, scale, bias) -> bool:
     )
 
 
-def _shapes(*shapes) -> tuple[jax.ShapeDtypeStruct, ...]:
-    return tuple(jax.ShapeDtypeStruct(shape, jnp.float32) for shape in shapes)
-
-
 def _forward_call(x, scale, bias, epsilon):
-    rows, depth = x.shape
-    call = cpu_kernels.ffi_call("hetclip_layer_norm_forward", _shapes(x.shape, (rows,), (rows,)))
+    shapes = cpu_kernels.float32_shapes(x.shape, x.shape[:1], x.shape[:1])  # y, mean, rstd
+    call = cpu_kernels.ffi_call("hetclip_layer_norm_forward", shapes)
     return tuple(call(x, scale, bias, epsilon=np.float32(epsilon)))
 
 
 def _backward_call(x, scale, mean, rstd, grad):
-    depth = x.shape[1]
-    call = cpu_kernels.ffi_call("hetclip_layer_norm_backward", _shapes(x.shape, (depth,), (depth,)))
+    shapes = cpu_kernels.float32_shapes(x.shape, x.shape[1:], x.shape[1:])  # dx, dscale, dbias
+    call = cpu_kernels.ffi_call("hetclip_layer_norm_backward", shapes)
     return tuple(call(x, scale, mean, rstd, grad))
 
 
 def _row_axes(arg_shapes) -> tuple:
     """The mesh axes x's rows are sharded over (x [M, D] is the first operand)."""
-    entry = (*getattr(arg_shapes[0].sharding, "spec", ()), None)[0]
-    if entry is None:
-        return ()
-    return (entry,) if isinstance(entry, str) else tuple(entry)
+    return cpu_kernels.mesh_axes((*getattr(arg_shapes[0].sharding, "spec", ()), None)[0])
 
 
 def _forward_infer(epsilon, mesh, arg_shapes, result_shape):
