@@ -13,7 +13,7 @@ Suites (dataset name -> task):
               split, a ridge linear probe and 5-shot (fitted on train embeddings) on the test
               split
   supervised  a classifier (DET / HET / HET-XL head) on its data set's test split: accuracy,
-              calibration, MC uncertainty
+              calibration, MC uncertainty (a distilled student: its Dirichlet's uncertainty)
   imagenet    zero-shot with the 1,000 cleaned class names x CLIP's 80 prompts on the TFDS
               sets you have built: imagenet2012 (validation), imagenet_v2 (test) and
               imagenet2012_real (validation, "any correct" multi-label scoring); missing sets
@@ -185,7 +185,9 @@ def run_suite(
         if config.model.kind != "classifier":
             raise ValueError("The supervised suite evaluates classifiers; use imagetext here.")
         name = config.input.data.get("name") or "data"
-        specs = {f"{name}_{key}": spec for key, spec in specs.items()}
+        # A distilled student's logits are a Dirichlet's: report its uncertainty measures too.
+        dirichlet = {"dirichlet": True} if config.get("distill") else {}
+        specs = {f"{name}_{key}": {**spec, **dirichlet} for key, spec in specs.items()}
     elif config.model.kind != "two_towers":
         raise ValueError(
             f"The {suite} suite needs a two_towers (image-text) model; evaluate classifiers "

@@ -11,6 +11,10 @@ softmax(locs) and, for HET / HET-XL, of the MC predictive p(y|x) ~ (1/S) sum_s s
 detection by the total uncertainty and OOD AUROC. Sigmoid (multi-label) heads report top-1 / top-5
 accuracy, the mean binary cross-entropy against the one-hot label and the ECE of the top-1
 class's sigmoid probability; their OOD score is 1 - the largest probability.
+"dirichlet": True (for a distilled student, hetclip/train/distill.py) reads the logits as a
+Dirichlet's log-concentrations (alpha = exp(z) + 1) and adds its closed-form total / data /
+knowledge uncertainty, EPKL and MKL (evals.uncertainty.dirichlet_uncertainty; "dirichlet_"
+keys) and, with OOD data, OOD AUROC by each of them.
 """
 
 from __future__ import annotations
@@ -78,6 +82,18 @@ def _sigmoid_metrics(probs: np.ndarray, labels: np.ndarray, num_bins: int = 15) 
     }
 
 
+DIRICHLET_MEASURES = ("total", "data", "knowledge", "epkl", "mkl")
+
+
+def _dirichlet_measures(locs: np.ndarray) -> dict[str, np.ndarray]:
+    """evals.uncertainty.dirichlet_uncertainty of the student Dirichlet Dir(exp(z) + 1)."""
+    from evals.uncertainty import dirichlet_uncertainty
+    from hetclip.losses.dirichlet import MAX_LOG_CONCENTRATION
+
+    logits = np.minimum(np.asarray(locs, np.float64), MAX_LOG_CONCENTRATION)
+    return dirichlet_uncertainty(np.exp(logits) + 1.0)
+
+
 def _pass(embedder: Embedder, params, spec: Mapping[str, Any], split_key: str, data_key: str):
     """{"phi", "label"} of one pass over spec[split_key] (config data) or spec[data_key]."""
     if spec.get(data_key) is not None:
@@ -116,6 +132,10 @@ def classification(embedder: Embedder, params, spec: Mapping[str, Any], out: Pat
         metrics.update({f"mc_{k}": v for k, v in mc.items()})
         for name, values in parts.items():
             metrics[f"mc_{name}_uncertainty"] = float(values.mean())
+    dirichlet = _dirichlet_measures(locs) if spec.get("dirichlet") else None
+    if dirichlet is not None:
+        for name in DIRICHLET_MEASURES:
+            metrics[f"dirichlet_{name}_uncertainty"] = float(dirichlet[name].mean())
     if spec.get("ood_split") or spec.get("ood_data"):
         ood = _pass(embedder, params, spec, "ood_split", "ood_data")
         ood_locs, ood_mc, ood_parts = _head_outputs(
@@ -133,6 +153,12 @@ def classification(embedder: Embedder, params, spec: Mapping[str, Any], out: Pat
             in_score = parts["total"] if parts else score(locs, mc_probs)
             out_score = ood_parts["total"] if ood_parts else score(ood_locs, ood_mc)
             metrics["mc_ood_auroc"] = ood_auroc(in_score, out_score)
+        if dirichlet is not None:
+            ood_dirichlet = _dirichlet_measures(ood_locs)
+            for name in DIRICHLET_MEASURES:
+                metrics[f"dirichlet_{name}_ood_auroc"] = ood_auroc(
+                    dirichlet[name], ood_dirichlet[name]
+                )
     if out is not None:
         saved = {"locs": locs, "probs": probs, "labels": labels, "form": np.asarray(head.form)}
         if mc_probs is not None:

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 from hetclip.sharding import BATCH_AXES, global_batch, make_mesh
-from hetclip.train import optim
+from hetclip.train import distill, optim
 from hetclip.train.checkpoint import Checkpointer, StopRequest
 from hetclip.train.metrics import MetricsWriter, status_line, training_progress
 from hetclip.train.objectives import make_objective
@@ -95,6 +95,8 @@ def train(config, workdir: str | Path, *, evaluate=None) -> dict[str, float]:
     from hetclip.models import build_model
 
     _check(config)
+    if config.get("distill"):
+        distill.check_distill_config(config.distill, config.model)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
@@ -108,8 +110,13 @@ def train(config, workdir: str | Path, *, evaluate=None) -> dict[str, float]:
     example = {k: v[:1] for k, v in next(pipeline.batches(0)).items()}
     params, param_shardings = init_params(model, example, seed, mesh)
     params = load_pretrained(params, dict(config.get("init_from", {})))
-    lr = optim.schedule(config.schedule, total_steps)
     freeze = list(config.get("freeze", []))
+    if config.get("distill"):  # frozen teachers stacked beside the student's parameters
+        params, param_shardings = distill.add_teachers(
+            params, param_shardings, config.distill, mesh, example
+        )
+        freeze.append(f"{distill.TEACHERS}/.*")
+    lr = optim.schedule(config.schedule, total_steps)
     tx = optim.optimizer(config.optim, lr, params, freeze)
     state, shardings = init_state(tx, params, param_shardings, mesh)
     checkpoints = Checkpointer(
@@ -121,8 +128,13 @@ def train(config, workdir: str | Path, *, evaluate=None) -> dict[str, float]:
     if start:
         state = checkpoints.restore(start, state, shardings)
         log.info("resumed from step %d in %s", start, workdir)
+    objective = (
+        distill.objective_from_config(model, config.distill)
+        if config.get("distill")
+        else make_objective(model, config, mesh)
+    )
     step_fn = make_train_step(
-        make_objective(model, config, mesh),
+        objective,
         tx,
         lr,
         seed=seed,

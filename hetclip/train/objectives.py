@@ -32,7 +32,9 @@ class Objective:
     loss: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]
 
 
-def _encoder(model: nn.Module) -> Callable[..., dict[str, jax.Array]]:
+def model_encoder(model: nn.Module) -> Callable[..., dict[str, jax.Array]]:
+    """An Objective's encode: the model's outputs for the batch's image / text inputs."""
+
     def encode(params, batch, dropout_key, train: bool = True):
         inputs = {k: v for k, v in batch.items() if k in ("image", "text")}
         return model.apply({"params": params}, inputs, train=train, rngs={"dropout": dropout_key})
@@ -99,7 +101,7 @@ def contrastive_objective(
                 metrics[f"{prefix}_noise_std"] = jnp.sqrt(var.mean())
         return value, metrics
 
-    return Objective(_encoder(model), loss)
+    return Objective(model_encoder(model), loss)
 
 
 def supervised_objective(model: nn.Module, loss_config: Mapping[str, Any]) -> Objective:
@@ -127,7 +129,7 @@ def supervised_objective(model: nn.Module, loss_config: Mapping[str, Any]) -> Ob
             ).apply({"params": params["head"]["temperature"]})
         return -mean_log_likelihood, metrics
 
-    return Objective(_encoder(model), loss)
+    return Objective(model_encoder(model), loss)
 
 
 def make_objective(model: nn.Module, config: Mapping[str, Any], mesh: Mesh) -> Objective:

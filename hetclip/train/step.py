@@ -23,15 +23,26 @@ from hetclip.train.optim import frozen_mask
 NONFINITE_POLICIES = ("skip", "stop")
 
 
-def init_params(model: nn.Module, example_batch: dict, seed: int, mesh: Mesh, rules=DEFAULT_RULES):
-    """(params placed on `mesh` by their logical axis names, their NamedShardings)."""
+def _initializer(model: nn.Module, example_batch: dict):
     inputs = {k: v for k, v in example_batch.items() if k in ("image", "text")}
 
     def init(key):
         return model.init({"params": key, "dropout": key}, inputs)["params"]
 
-    boxed = jax.eval_shape(init, jax.random.PRNGKey(seed))
-    shardings = param_shardings(boxed, mesh, rules)
+    return init
+
+
+def model_param_shardings(model: nn.Module, example_batch: dict, mesh: Mesh, rules=DEFAULT_RULES):
+    """The NamedShardings `model`'s parameters take on `mesh` (by their logical axis names),
+    found without creating them."""
+    boxed = jax.eval_shape(_initializer(model, example_batch), jax.random.PRNGKey(0))
+    return param_shardings(boxed, mesh, rules)
+
+
+def init_params(model: nn.Module, example_batch: dict, seed: int, mesh: Mesh, rules=DEFAULT_RULES):
+    """(params placed on `mesh` by their logical axis names, their NamedShardings)."""
+    init = _initializer(model, example_batch)
+    shardings = model_param_shardings(model, example_batch, mesh, rules)
     params = jax.jit(lambda key: nn.meta.unbox(init(key)), out_shardings=shardings)(
         jax.random.PRNGKey(seed)
     )

@@ -6,6 +6,7 @@ from sklearn.metrics import roc_auc_score
 
 from evals.uncertainty import (
     auroc,
+    dirichlet_uncertainty,
     entropy,
     ood_auroc,
     prediction_rejection_ratio,
@@ -30,6 +31,38 @@ def test_decomposition_of_agreeing_and_disagreeing_members():
     assert entropy(np.array([0.25] * 4)) == pytest.approx(np.log(4))
     with pytest.raises(ValueError, match="at least one member"):
         uncertainty_decomposition([])
+
+
+def _kl(p, q):
+    return np.sum(p * (np.log(p) - np.log(q)), axis=-1)
+
+
+def test_decomposition_epkl_and_mkl_match_pairwise_kl():
+    rng = np.random.default_rng(0)
+    members = rng.dirichlet(np.ones(5), size=(4, 3))  # M = 4 members, N = 3, K = 5
+    parts = uncertainty_decomposition(iter(members))
+    epkl = np.mean([_kl(p, q) for p in members for q in members], axis=0)
+    mkl = np.mean([_kl(members.mean(0), p) for p in members], axis=0)
+    np.testing.assert_allclose(parts["epkl"], epkl, rtol=1e-9)
+    np.testing.assert_allclose(parts["mkl"], mkl, rtol=1e-9)
+    np.testing.assert_allclose(parts["epkl"], parts["knowledge"] + parts["mkl"], rtol=1e-9)
+
+
+def test_dirichlet_measures_match_samples_of_the_dirichlet():
+    # Members drawn from Dir(alpha) decompose, in expectation, as the closed forms say.
+    alpha = np.array([[2.0, 5.0, 1.0, 0.5], [30.0, 40.0, 10.0, 20.0]])
+    rng = np.random.default_rng(1)
+    draws = np.stack([[rng.dirichlet(a) for a in alpha] for _ in range(20_000)])
+    sampled = uncertainty_decomposition(iter(draws))
+    closed = dirichlet_uncertainty(alpha)
+    np.testing.assert_allclose(closed["mean_probs"], alpha / alpha.sum(-1, keepdims=True))
+    for name in ("total", "data", "knowledge"):
+        np.testing.assert_allclose(closed[name], sampled[name], rtol=0.03)
+    np.testing.assert_allclose(closed["epkl"], 3 / alpha.sum(-1))
+    # The sharper Dirichlet has less knowledge uncertainty.
+    assert closed["knowledge"][1] < closed["knowledge"][0] / 5
+    with pytest.raises(ValueError, match="concentrations"):
+        dirichlet_uncertainty(np.array([[1.0, -1.0]]))
 
 
 def test_auroc_matches_scikit_learn_with_ties():
