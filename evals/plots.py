@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -80,4 +80,37 @@ def training_curves(
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    return _save(plt, fig, path)
+
+
+def class_budget_contour(
+    points: Iterable[Mapping], path: str | Path, planned: Mapping | None = None
+) -> Path:
+    """Downstream error over (N, K) on log axes: filled contours through the grid points
+    (marked), and the lines K = sqrt(r* N) of `planned` (evals.class_budget.plan's output)."""
+    rows = [{k: float(p[k]) for k in ("size", "classes", "error")} for p in points]
+    plt = _pyplot()
+    sizes = np.array([p["size"] for p in rows])
+    classes = np.array([p["classes"] for p in rows])
+    errors = np.array([p["error"] for p in rows])
+    fig, axes = plt.subplots(figsize=(5, 4))
+    if len(rows) >= 3 and len(np.unique(sizes)) >= 2 and len(np.unique(classes)) >= 2:
+        filled = axes.tricontourf(np.log10(sizes), np.log10(classes), errors, levels=12)
+        fig.colorbar(filled, ax=axes, label="downstream error")
+    axes.scatter(np.log10(sizes), np.log10(classes), c="black", s=12, label="grid runs")
+    if planned is not None:
+        span = np.linspace(np.log10(sizes.min()), np.log10(planned["target_size"]), 20)
+        for key, style in (("invariant", "--"), ("with_drift", ":")):
+            if planned.get(key):
+                r = planned[key]["ratio"]
+                axes.plot(
+                    span,
+                    0.5 * (np.log10(r) + span),
+                    style,
+                    color="white" if key == "invariant" else "orange",
+                    label=f"K = sqrt(r* N), {key}",
+                )
+    axes.set_xlabel("log10 N (pre-training images)")
+    axes.set_ylabel("log10 K (classes)")
+    axes.legend(fontsize=7, loc="upper left")
     return _save(plt, fig, path)

@@ -24,6 +24,7 @@ SOURCE_KINDS: dict[str, str] = {
     "manifest": "data_pipelines.sources.manifest:ManifestSource",
     "webdataset": "data_pipelines.sources.webdataset:WebDatasetSource",
     "tfds": "data_pipelines.sources.tfds_source:TfdsSource",
+    "subset": "data_pipelines.sources.subset:SubsetSource",
 }
 
 
