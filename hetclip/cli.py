@@ -5,6 +5,7 @@
   hetclip data inspect --config default.py     a few batches of a config's input pipeline
   hetclip data train-tokenizer --input F --out P   train a sentencepiece model on captions
   hetclip data subset --data SPEC --classes K --per-class n --out s.json   a nested class subset
+  hetclip class-grid --config C --sizes 2000,6000 --classes 2,4,8 ...   pre-train + probe a grid
   hetclip plan-classes --grid grid.json --target-size N   choose K for N images from a grid
   hetclip config show --config default.py      the resolved config
   hetclip train --config default.py --workdir runs/x   train (resumes when runs/x has checkpoints)
@@ -21,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from hetclip import allocator
+from hetclip import allocator, class_budget_commands
 
 CONFIG_HELP = (
     "config file, optionally with arguments: path/to/config.py:key=val,key2=val2 (shipped "
@@ -168,63 +169,6 @@ def cmd_data_train_tokenizer(args: argparse.Namespace, overrides: list[str]) -> 
     return 0
 
 
-def cmd_data_subset(args: argparse.Namespace, overrides: list[str]) -> int:
-    import numpy as np
-
-    from data_pipelines.prepare import class_budget
-    from data_pipelines.sources import make_source
-
-    try:
-        spec = json.loads(args.data)
-    except json.JSONDecodeError as e:
-        raise ValueError(
-            f"--data must be a JSON source spec such as "
-            f'\'{{"kind": "prepared", "name": "fashion_mnist", "split": "train"}}\' ({e}).'
-        ) from None
-    labels_path = Path(args.labels) if args.labels else None
-    if labels_path is not None and labels_path.is_file():
-        labels = np.load(labels_path)
-    else:
-        source = make_source(spec)
-        labels = class_budget.collect_labels(source)
-        if source.skips.total:
-            print(f"[subset] unreadable records left out: {source.skips.summary()}")
-        if labels_path is not None:
-            labels_path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(labels_path, labels)
-    indices, classes = class_budget.nested_subset(
-        labels, args.classes, args.per_class, args.seed, args.min_per_class
-    )
-    about = dict(source=spec, num_classes=args.classes, per_class=args.per_class, seed=args.seed)
-    path = class_budget.save_subset(args.out, indices, classes, **about)
-    print(
-        f"[subset] {len(indices)} records of {len(classes)} classes -> {path}; train on it with "
-        f'--config.input.data=\'{{"kind": "subset", "of": {json.dumps(spec)}, "subset": '
-        f'"{path}"}}\' and model.head.num_classes={len(classes)}'
-    )
-    return 0
-
-
-def cmd_plan_classes(args: argparse.Namespace, overrides: list[str]) -> int:
-    from evals.class_budget import plan
-    from evals.plots import class_budget_contour
-
-    grid_path = Path(args.grid)
-    if not grid_path.is_file():
-        raise FileNotFoundError(
-            f"--grid {grid_path} not found (a JSON list of size/classes/error)."
-        )
-    points = json.loads(grid_path.read_text())
-    planned = plan(points, args.target_size, args.max_classes)
-    text = json.dumps(planned, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    if args.plot:
-        print(f"[plan] contour plot: {class_budget_contour(points, args.plot, planned)}")
-    return 0
-
-
 def cmd_config_show(args: argparse.Namespace, overrides: list[str]) -> int:
     print(_load(args, overrides).to_json_best_effort(indent=2))
     return 0
@@ -364,38 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     tok.add_argument("--lowercase", action="store_true", help="case-fold while normalising")
     tok.set_defaults(run=cmd_data_train_tokenizer)
 
-    subset = data_commands.add_parser(
-        "subset",
-        help="write a nested K-classes x n-images subset of a labelled source",
-        description="Chooses K classes and n images of each from one seeded ranking, so that "
-        "smaller budgets are subsets of larger ones (data_pipelines/prepare/class_budget.py).",
-    )
-    subset.add_argument("--data", required=True, help="JSON source spec of the labelled set")
-    subset.add_argument("--classes", type=int, required=True, help="K")
-    subset.add_argument("--per-class", type=int, required=True, help="n")
-    subset.add_argument(
-        "--min-per-class",
-        type=int,
-        default=0,
-        help="rank only classes with this many images (pass the study's largest n; default: n)",
-    )
-    subset.add_argument("--seed", type=int, default=0)
-    subset.add_argument("--labels", help="labels .npy cache: read if present, else written")
-    subset.add_argument("--out", required=True, help="the subset .json to write")
-    subset.set_defaults(run=cmd_data_subset)
-
-    planner = commands.add_parser(
-        "plan-classes",
-        help="choose the number of classes for a pre-training budget from a grid of runs",
-        description="Fits the optimal class-to-sample ratio per pre-training size, checks how it "
-        "moves with the size, and gives (K, n) for the target size (evals/class_budget.py).",
-    )
-    planner.add_argument("--grid", required=True, help="JSON list of {size, classes, error}")
-    planner.add_argument("--target-size", type=float, required=True, help="N images to plan")
-    planner.add_argument("--max-classes", type=int, help="classes the label space has")
-    planner.add_argument("--out", help="write the plan as JSON here too")
-    planner.add_argument("--plot", help="write a contour plot of error over (N, K) (PNG)")
-    planner.set_defaults(run=cmd_plan_classes)
+    class_budget_commands.add_commands(commands, data_commands)
 
     train = commands.add_parser(
         "train",

@@ -11,6 +11,10 @@ softmax(locs) and, for HET / HET-XL, of the MC predictive p(y|x) ~ (1/S) sum_s s
 detection by the total uncertainty and OOD AUROC. Sigmoid (multi-label) heads report top-1 / top-5
 accuracy, the mean binary cross-entropy against the one-hot label and the ECE of the top-1
 class's sigmoid probability; their OOD score is 1 - the largest probability.
+{"kind": "feature_probe", "train_data": SOURCE, "data": SOURCE} fits a ridge linear probe
+(evals.probes) on the frozen pre-logits of a downstream labelled set and reports its test
+accuracy ("lp_acc1"): how well the pre-trained features transfer (the class-budget study's
+score, hetclip/train/class_grid.py).
 "dirichlet": True (for a distilled student, hetclip/train/distill.py) reads the logits as a
 Dirichlet's log-concentrations (alpha = exp(z) + 1) and adds its closed-form total / data /
 knowledge uncertainty, EPKL and MKL (evals.uncertainty.dirichlet_uncertainty; "dirichlet_"
@@ -164,4 +168,24 @@ def classification(embedder: Embedder, params, spec: Mapping[str, Any], out: Pat
         if mc_probs is not None:
             saved["mc_probs"] = mc_probs
         np.savez(out, **saved)
+    return metrics
+
+
+def feature_probe(embedder: Embedder, params, spec: Mapping[str, Any], out: Path | None):
+    """{"lp_acc1", "l2"} of a ridge probe on pre-logits phi [N, D] of spec["train_data"],
+    tested on spec["data"] (see the module docstring)."""
+    from evals.probes import ridge_probe
+
+    missing = {"train_data", "data"} - set(spec)
+    if missing:
+        raise ValueError(f"A feature_probe eval needs source specs for {sorted(missing)}.")
+    train = _pass(embedder, params, spec, "train_split", "train_data")
+    test = _pass(embedder, params, spec, "split", "data")
+    train_y, test_y = train["label"].astype(np.int64), test["label"].astype(np.int64)
+    if train_y.min() < 0 or test_y.min() < 0:
+        raise ValueError("feature_probe needs labelled sets (labels >= 0).")
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    metrics = ridge_probe(train["phi"], train_y, test["phi"], test_y, num_classes=classes)
+    if out is not None:
+        np.savez(out, train_x=train["phi"], train_y=train_y, test_x=test["phi"], test_y=test_y)
     return metrics

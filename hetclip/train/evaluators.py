@@ -13,7 +13,8 @@ config.evals (and the suites of hetclip.eval_suites) map a name to a spec:
         "default"; mc_samples: HET-XL noise samples for the "mc_" metrics (default 32, 0: off);
         ood_split: a prepared split of other categories, for OOD detection AUROC
   {"kind": "retrieval", "split": S}, {"kind": "linear_probe", "train_split": T, "split": S}
-  {"kind": "classification", ...}   supervised classifiers (hetclip.train.classifier_evals)
+  {"kind": "classification", ...}, {"kind": "feature_probe", ...}   supervised classifiers
+        (hetclip.train.classifier_evals)
 Embeddings come from the deterministic towers; models with HET-XL image noise also get
 MC-averaged zero-shot predictions. Each evaluation also saves its raw outputs
 (workdir/evals/NAME.npz: logits and labels, or embeddings) for reports.
@@ -28,11 +29,11 @@ from typing import Any
 import jax
 import numpy as np
 
-from hetclip.train.classifier_evals import classification
+from hetclip.train.classifier_evals import classification, feature_probe
 from hetclip.train.embedder import Embedder
 
 TWO_TOWER_KINDS = ("zeroshot", "retrieval", "linear_probe")
-CLASSIFIER_KINDS = ("classification",)
+CLASSIFIER_KINDS = ("classification", "feature_probe")
 DEFAULT_TEMPLATES = ("{c}", "a picture of {c}.", "a drawing of {c}.", "an icon of {c}.")
 DEFAULT_MC_SAMPLES = 32  # HET-XL noise samples of MC-averaged zero-shot predictions
 
@@ -323,4 +324,5 @@ RUNNERS = {
     "retrieval": retrieval,
     "linear_probe": linear_probe,
     "classification": classification,
+    "feature_probe": feature_probe,
 }
