@@ -25,23 +25,28 @@ import numpy as np
 FORMAT = "hetclip-class-subset-1"
 
 
-def collect_labels(source, progress_label: str = "labels") -> np.ndarray:
-    """labels [N] (int64) of a random-access source's records, read one by one; a record that
-    cannot be read gets -1 (never chosen) and is counted in source.skips."""
+def collect_labels(source, batch_size: int = 1024) -> np.ndarray:
+    """labels [N] (int64) of a random-access source's records, in record order, read in one
+    parallel pass (images are not decoded); a record that cannot be read gets -1 (never
+    chosen) and is counted in source.skips."""
+    from data_pipelines.input import InputPipeline
     from data_pipelines.progress import Progress
-    from data_pipelines.records import SkipRecord
 
-    labels = np.full(len(source), -1, np.int64)
-    progress = Progress(f"[subset] {progress_label}", total=len(source))
-    for index in range(len(source)):
-        try:
-            example = source.parse(source.read(index))
-            labels[index] = int(np.asarray(example["label"]))
-        except SkipRecord as e:
-            source.skips.add(e.reason, f"record {index}: {e.detail}", key=index)
-        progress.update()
+    pipeline = InputPipeline(
+        source,
+        "keep('label')",
+        global_batch_size=batch_size,
+        shuffle=False,
+        process_index=0,
+        process_count=1,
+    )
+    parts = []
+    progress = Progress("subset: labels", total=len(source))
+    for batch in pipeline.eval_batches():
+        parts.append(np.where(batch["_mask"].astype(bool), batch["label"], -1))
+        progress.update(min(len(batch["label"]), len(source) - progress.count))  # no padding
     progress.close()
-    return labels
+    return np.concatenate(parts)[: len(source)].astype(np.int64)
 
 
 def class_ranking(labels: np.ndarray, min_per_class: int, seed: int) -> np.ndarray:
