@@ -3,7 +3,7 @@
 split and on an out-of-distribution set.
 
   python benchmarks/distillation.py [--teachers 3] [--steps 300] [--workdir runs/distillation]
-      [--ood imagetext:test] [--out benchmarks/results/distillation.json]
+      [--ood imagetext:test] [--losses pd_end2,end2,end] [--out results.json]
 
 Needs `hetclip data prepare --name fashion_mnist` (and `--name imagetext` for the default OOD
 set: Tux Paint stamps, clip art and emoji, which no Fashion-MNIST class resembles). Runs resume:
@@ -31,7 +31,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 LOSSES = ("pd_end2", "end2", "end")
 
 
-def train_runs(workdir: Path, teachers: int, steps: int) -> tuple[list[str], dict[str, str]]:
+def train_runs(
+    workdir: Path, teachers: int, steps: int, losses: tuple[str, ...] = LOSSES
+) -> tuple[list[str], dict[str, str]]:
     """(teacher workdirs, {loss: student workdir}), trained where not finished yet."""
     from hetclip.config import apply_overrides, load_config
     from hetclip.train.loop import train
@@ -43,7 +45,7 @@ def train_runs(workdir: Path, teachers: int, steps: int) -> tuple[list[str], dic
         train(apply_overrides(config, [f"seed={seed}"]), run)
         teacher_dirs.append(str(run))
     students = {}
-    for loss in LOSSES:
+    for loss in losses:
         run = workdir / f"student_{loss}"
         spec = f"fashion_mnist_distill.py:teachers={teacher_dirs},loss='{loss}',steps={steps}"
         train(apply_overrides(load_config(spec), [f"seed={teachers}"]), run)
@@ -147,6 +149,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--workdir", default="runs/distillation")
     parser.add_argument("--ood", default="imagetext:test", help="prepared set name:split")
+    parser.add_argument("--losses", default=",".join(LOSSES), help="students to train")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "distillation.json"))
     args = parser.parse_args()
     from hetclip import allocator  # as the hetclip command runs
@@ -154,7 +157,8 @@ def main() -> None:
     allocator.reexec_with_allocator()
     name, _, split = args.ood.partition(":")
     ood = {"kind": "prepared", "name": name, "split": split or "test"}
-    teacher_dirs, students = train_runs(Path(args.workdir), args.teachers, args.steps)
+    losses = tuple(x for x in args.losses.split(",") if x)
+    teacher_dirs, students = train_runs(Path(args.workdir), args.teachers, args.steps, losses)
     rows = evaluate(teacher_dirs, students, ood)
     print(table(rows))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -72,7 +72,7 @@ def read_checkpoint(directory: str | Path, step: int | None = None) -> dict:
     (for evaluation, export and tests). `step` defaults to the latest."""
     import orbax.checkpoint as ocp
 
-    directory = Path(directory)
+    directory = Path(directory).absolute()  # orbax rejects relative paths
     if step is None:
         steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
         if not steps:

@@ -54,11 +54,9 @@ def run_config(
     """The grid run's config: `config` on the subset, K classes, `epochs` passes over its
     `examples`, warm-up a tenth of the steps, and the probe as its only eval, at the end."""
     run = copy.deepcopy(config)
-    run.input.data = {
-        "kind": "subset",
-        "of": config.input.data.to_dict(),
-        "subset": str(subset_path),
-    }
+    source = config.input.data
+    source = source.to_dict() if hasattr(source, "to_dict") else dict(source)
+    run.input.data = {"kind": "subset", "of": source, "subset": str(subset_path)}
     run.model.head.num_classes = num_classes
     steps = max(1, math.ceil(epochs * examples / int(config.input.batch_size)))
     run.total_steps = steps

@@ -1,6 +1,7 @@
 """Distillation runs end to end at test size: teachers trained, then a Dirichlet student."""
 
 import json
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -110,8 +111,10 @@ def test_encode_gives_the_teachers_proxy_target(teachers, class_folders):
     assert float(value) == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_a_hetxl_teachers_samples_are_members(teachers, class_folders, tmp_path):
-    config = _student(class_folders, [teachers["hetxl"]], members="samples")
+def test_a_hetxl_teachers_samples_are_members(teachers, class_folders, tmp_path, monkeypatch):
+    # Teacher workdirs given relative to the current directory work too.
+    monkeypatch.chdir(Path(teachers["hetxl"]).parent)
+    config = _student(class_folders, ["hetxl"], members="samples")
     train(config, tmp_path)
     metrics = read_metrics(tmp_path / "metrics.jsonl")
     assert all(np.isfinite(m["loss"]) and np.isfinite(m["teacher_precision"]) for m in metrics)
