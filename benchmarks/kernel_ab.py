@@ -1,6 +1,6 @@
 """The CPU kernels of a git revision against the working tree's, timed in turn in one process.
 
-  python benchmarks/kernel_ab.py [--baseline HEAD] [--rounds 15]       the kernels alone
+  python benchmarks/kernel_ab.py [--baseline HEAD] [--rounds 15] [--only weight_gradient]
   python benchmarks/kernel_ab.py --step "ViT w192" [--rounds 4]  whole steps
 
 The baseline's kernel sources (towers/*.cc, *.h at --baseline) are compiled into a second
@@ -9,9 +9,10 @@ library whose handlers are registered beside the working tree's under the prefix
 Both builds then run in the same process, in turn, so that this machine's drift (3-5% between
 sessions, more between processes) hits both alike. The kernels alone: attention's forward (with
 the probabilities) and backward calls at the towers' shapes of the two vs_open_clip.py CPU
-setups, each timed on its own and reported with their sum, and the weight gradient
-at a few of their dense layers; --step: the hetclip step of that vs_open_clip.py setup built
-with each library. Speed-ups are the baseline's best time over the working tree's.
+setups, each timed on its own and reported with their sum, and the weight gradient at every
+dense layer's shape (benchmarks/weight_gradient.py's list); --step: the hetclip step of that
+vs_open_clip.py setup built with each library. Speed-ups are the baseline's best time over the
+working tree's.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ ATTENTION_SHAPES = {
     "text w256 ctx 32, batch 256": (256, 32, 4, 64),
     "ViT-S/16 @ 224 px, batch 64": (64, 197, 6, 64),
 }
-# name: (M, K, F) of x [M, K] and dy [M, F]
-WEIGHT_GRADIENT_SHAPES = {
-    "ViT w192: MLP in": (256 * 65, 192, 768),
-    "text w256: MLP out": (256 * 32, 1024, 256),
-    "ViT-S/16: q / k / v / out": (64 * 197, 384, 384),
-}
+# name: (M, K, F) of x [M, K] and dy [M, F]: every dense layer of the two setups
+_spec = importlib.util.spec_from_file_location(
+    "weight_gradient", os.path.join(HERE, "weight_gradient.py")
+)
+_weight_gradient = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_weight_gradient)
+WEIGHT_GRADIENT_SHAPES = _weight_gradient.SHAPES
 
 
 def load_baseline(revision: str) -> None:
@@ -98,7 +100,7 @@ def builds() -> dict:
     return {"baseline": lambda: cpu_kernels.calls_into(PREFIX), "new": contextlib.nullcontext}
 
 
-def kernels(rounds: int) -> None:
+def kernels(rounds: int, only: str = "") -> None:
     import jax
 
     from towers import cpu_attention, cpu_dense
@@ -122,7 +124,7 @@ def kernels(rounds: int) -> None:
             flush=True,
         )
 
-    for name, shape in ATTENTION_SHAPES.items():
+    for name, shape in ATTENTION_SHAPES.items() if only != "weight_gradient" else ():
         batch, tokens, heads, depth = shape
         q, k, v, grad_out = jax.random.normal(jax.random.PRNGKey(0), (4, *shape))
         _, probs = cpu_attention._forward_with_probs(q, k, v)
@@ -135,7 +137,9 @@ def kernels(rounds: int) -> None:
             for label, times in (("forward", forward), ("backward", backward))
         )
         report(f"attention {list(shape)} ({name})", both, 6 * product, f" ({parts})")
-    for name, (rows, depth, features) in WEIGHT_GRADIENT_SHAPES.items():
+    for name, (rows, depth, features) in (
+        WEIGHT_GRADIENT_SHAPES.items() if only != "attention" else ()
+    ):
         keys = jax.random.split(jax.random.PRNGKey(1))
         arrays = (
             jax.random.normal(keys[0], (rows, depth)),
@@ -158,6 +162,9 @@ def main() -> None:
     parser.add_argument("--baseline", default="HEAD", help="git revision of the baseline kernels")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--step", help="time whole steps of the vs_open_clip.py setup so named")
+    parser.add_argument(
+        "--only", choices=("attention", "weight_gradient"), default="", help="one kernel family"
+    )
     args = parser.parse_args()
     from towers import cpu_kernels
 
@@ -167,7 +174,7 @@ def main() -> None:
     if args.step:
         steps(args.step, args.rounds or 4)
     else:
-        kernels(args.rounds or 15)
+        kernels(args.rounds or 15, args.only)
 
 
 if __name__ == "__main__":

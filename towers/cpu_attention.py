@@ -8,8 +8,9 @@ intra-op threads (forward + backward 2.4x faster than `per_head_attention` at th
 image attention on a 2-core Xeon; BENCHMARKS.md).
 
 The kernel is compiled at first use with the other CPU kernels (towers/cpu_kernels.py: cache,
-compiler, fallback). Where it cannot be built `available()` is False and the towers run XLA's
-attention, with the same values. `HETCLIP_CPU_ATTENTION=0` turns the kernel off.
+compiler, fallback). Where it cannot be built, or on a CPU without AVX-512, `available()` is
+False and the towers run XLA's attention, with the same values. `HETCLIP_CPU_ATTENTION=0` turns
+the kernel off, `=1` on on any CPU.
 
 On a device mesh the calls are partitioned by `custom_partitioning`: batch and head axes keep
 their sharding, the token and head-size axes are gathered (they are never sharded by the
@@ -31,7 +32,7 @@ SWITCH = "HETCLIP_CPU_ATTENTION"
 
 
 def available() -> bool:
-    """Whether the kernel can run in this process (not switched off, built and loaded)."""
+    """Whether the kernel runs in this process (`cpu_kernels.enabled`: switch, CPU, build)."""
     return cpu_kernels.enabled(SWITCH)
 
 
@@ -148,8 +149,9 @@ def attention(query: jax.Array, key: jax.Array, value: jax.Array) -> jax.Array:
     (kept as a residual, as XLA's attention keeps them)."""
     if not available():
         raise RuntimeError(
-            f"the CPU attention kernel is not available (switched off by {SWITCH}=0, or no C++ "
-            "compiler); call towers.common.fused_attention, which falls back to XLA's attention."
+            f"the CPU attention kernel is not available (switched off by {SWITCH}=0, a CPU "
+            f"without AVX-512 and {SWITCH} unset, or no C++ compiler); "
+            "call towers.common.fused_attention, which falls back to XLA's attention."
         )
     batch, _, heads, depth = query.shape
     if key.shape != value.shape or (key.shape[0], *key.shape[2:]) != (batch, heads, depth):

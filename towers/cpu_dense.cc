@@ -6,8 +6,12 @@
 // against 0.79-0.94 for the same layer's other two products (BENCHMARKS.md). Here the rows of M
 // are split into one part per thread, each part accumulates its own dW over chunks of rows small
 // enough to stay in the core's caches, and the parts are added at the end. x^T is never formed:
-// the product tile reads x's rows through strides (a 6-row tile of dW broadcasts 6 neighbouring
-// floats of one row of x).
+// a 6-row tile of dW broadcasts 6 neighbouring floats of one row of x per step, read in place
+// through strides (steps K floats apart) where K is small, and from a packed copy of the chunk
+// (steps 6 floats apart) where K >= kPackDepth: strides of 2 KiB and more miss the stride
+// prefetcher, and at K = 768-1536 a tile's lines fall into 1-4 sets of the L1 cache. Unpacked,
+// an Intel Xeon (Sapphire Rapids) ran the MLP-out gradients at 0.59-0.69 of peak, below XLA's
+// product; at small K the copy costs more than it saves (BENCHMARKS.md).
 //
 // Built at first use by towers/cpu_kernels.py; the handler is registered as
 // "hetclip_weight_gradient".
@@ -37,18 +41,39 @@ constexpr int64_t kRowsPerPart = 2 * kChunk;
 // Column tiles of 4 vectors, row tiles of 6: 24 accumulators of the 32 vector registers.
 constexpr int kTileVectors = 4;
 constexpr int kTileRows = 6;
+// Depths K (floats) from which each chunk of x is packed: a stride of 2 KiB.
+constexpr int64_t kPackDepth = 512;
+
+// packed [ceil(K / 6), chunk, 6] = x[chunk, K] regrouped by row tile of dW: tile t, step s
+// holds x[s, 6 t : 6 t + 6] (the last tile's missing columns are left unread).
+void PackChunk(const float* x, int64_t chunk, int64_t depth_k, float* packed) {
+  for (int64_t s = 0; s < chunk; ++s) {
+    const float* row = x + s * depth_k;
+    for (int64_t k = 0; k < depth_k; k += kTileRows) {
+      const int64_t count = std::min<int64_t>(kTileRows, depth_k - k);
+      std::copy(row + k, row + k + count, packed + ((k / kTileRows) * chunk + s) * kTileRows);
+    }
+  }
+}
 
 // c [K, F] = x[rows, K]^T dy [rows, F] (c's rows F apart), chunk by chunk.
 void WeightGradientPart(const float* x, const float* dy, int64_t rows, int64_t depth_k,
                         int64_t features, float* c) {
   const int64_t vectors = features / kLanes;
+  const bool pack = depth_k >= kPackDepth;
+  const int64_t tiles = (depth_k + kTileRows - 1) / kTileRows;
+  std::vector<float> packed(pack ? tiles * kChunk * kTileRows : 0);
   for (int64_t m = 0; m < rows; m += kChunk) {
     const int64_t chunk = std::min(kChunk, rows - m);
+    if (pack) PackChunk(x + m * depth_k, chunk, depth_k, packed.data());
     for (int64_t v = 0; v < vectors; v += kTileVectors) {
       const int width = static_cast<int>(std::min<int64_t>(kTileVectors, vectors - v));
       for (int64_t k = 0; k < depth_k; k += kTileRows) {
-        // Tile row r, step s reads x[m + s, k + r]: rows 1 apart, steps K apart.
-        const View x_tile{x + m * depth_k + k, 1, depth_k};
+        // Tile row r, step s reads x[m + s, k + r] (rows 1 apart, steps K apart) or, packed,
+        // packed[k / 6, s, r] (steps 6 apart).
+        const View x_tile = pack ? View{packed.data() + (k / kTileRows) * chunk * kTileRows, 1,
+                                        kTileRows}
+                                 : View{x + m * depth_k + k, 1, depth_k};
         MatmulBlock(x_tile, static_cast<int>(std::min<int64_t>(kTileRows, depth_k - k)),
                     dy + m * features + v * kLanes, features, chunk,
                     c + k * features + v * kLanes, features, width, m > 0);

@@ -8,7 +8,8 @@ at the towers' shapes on a 2-core Zen 4, the kernel at 0.83-0.92 (benchmarks/wei
 BENCHMARKS.md). Same values up to float32 rounding (the sum over M is taken in another order).
 
 The kernel is compiled with the other CPU kernels (towers/cpu_kernels.py); where it cannot be
-built, or `HETCLIP_CPU_DENSE=0`, `available()` is False and the towers run XLA's product.
+built, on a CPU without AVX-512 (unless `HETCLIP_CPU_DENSE=1`), or with `HETCLIP_CPU_DENSE=0`,
+`available()` is False and the towers run XLA's product.
 
 On a device mesh the weight gradient is partitioned by `custom_partitioning`: each device runs
 the kernel on its rows, K and F keep their sharding, and the partial gradients of a sharded M
@@ -32,7 +33,7 @@ LANES = 16  # the kernel's vector width in floats: F must be a multiple of it
 
 
 def available() -> bool:
-    """Whether the kernel can run in this process (not switched off, built and loaded)."""
+    """Whether the kernel runs in this process (`cpu_kernels.enabled`: switch, CPU, build)."""
     return cpu_kernels.enabled(SWITCH)
 
 
@@ -100,8 +101,9 @@ def weight_gradient(x: jax.Array, grad: jax.Array) -> jax.Array:
     (check `available` first)."""
     if not available():
         raise RuntimeError(
-            f"the CPU dense kernel is not available (switched off by {SWITCH}=0, or no C++ "
-            "compiler); use towers.common.token_flat_dot_general, which falls back to XLA."
+            f"the CPU dense kernel is not available (switched off by {SWITCH}=0, a CPU "
+            f"without AVX-512 and {SWITCH} unset, or no C++ compiler); "
+            "use towers.common.token_flat_dot_general, which falls back to XLA."
         )
     if x.ndim != 2 or grad.ndim != 2 or x.shape[0] != grad.shape[0] or grad.shape[1] % LANES:
         raise ValueError(

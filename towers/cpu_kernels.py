@@ -10,8 +10,15 @@ clang++) against `jax.ffi.include_dir()`, once per source / compiler / CPU / jax
 `$HETCLIP_KERNEL_CACHE` (default `~/.cache/hetclip/kernels`). Where no compiler is found or the
 build fails, a warning says why and `enabled()` is False for every kernel: the towers then run
 XLA's ops, with the same values. Each kernel family also has its own switch (an environment
-variable set to 0 turns it off: `HETCLIP_CPU_ATTENTION`, `HETCLIP_CPU_DENSE`,
-`HETCLIP_CPU_LAYER_NORM`).
+variable: `HETCLIP_CPU_ATTENTION`, `HETCLIP_CPU_DENSE`, `HETCLIP_CPU_LAYER_NORM`): 0 turns it
+off, 1 on on any CPU; unset, LayerNorm is on everywhere and attention and the weight gradient
+are on where the CPU has AVX-512 (`tuned_cpu()`).
+
+Why: those two kernels' product tiles (6 rows by up to 6 vectors of 16 floats) are sized for
+AVX-512's 32 vector registers. Compiled for AVX2 (16 registers of 8 floats) each accumulator
+takes two registers and the tiles spill to memory: on a 2-core AMD EPYC Zen 3 the weight
+gradient ran at 0.05-0.07x XLA's product and attention's forward + backward at 0.18-0.21x
+XLA's, while the LayerNorm kernels (no product tiles) ran 1.15-1.66x flax's (BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -71,6 +78,7 @@ def cache_dir() -> Path:
     return Path(base) / "hetclip" / "kernels"
 
 
+@functools.cache
 def _cpu_features() -> str:
     """What -march=native compiles for: the CPU's feature flags (Linux), else its name."""
     try:
@@ -191,10 +199,29 @@ def _set_on_this_thread(local: threading.local, value, default) -> Iterator[None
         local.value = before
 
 
-def enabled(switch: str) -> bool:
-    """Whether a kernel family can run in this process: its environment `switch` is not 0, no
-    `disabled()` block is open on this thread, and the library is built and loaded."""
-    if os.environ.get(switch, "1") == "0" or getattr(_disabled, "value", False):
+def tuned_cpu() -> bool:
+    """Whether this CPU has what the kernels' tiles are sized for: AVX-512 (x86 `avx512f`)."""
+    return "avx512f" in _cpu_features().split()
+
+
+@functools.cache
+def _untuned_cpu_notice() -> None:
+    log.info(
+        "this CPU lacks AVX-512, which the compiled attention and weight-gradient kernels are "
+        "tuned for (on AVX2 they ran at 0.05-0.21x XLA's speed), so these run as XLA ops; "
+        "HETCLIP_CPU_ATTENTION=1 or HETCLIP_CPU_DENSE=1 runs a kernel anyway."
+    )
+
+
+def enabled(switch: str, needs_avx512: bool = True) -> bool:
+    """Whether a kernel family can run in this process: its environment `switch` is 1, or unset
+    where the family does not need AVX-512 or the CPU is `tuned_cpu()`; no `disabled()` block
+    is open on this thread; and the library is built and loaded."""
+    setting = os.environ.get(switch, "")
+    if setting == "0" or getattr(_disabled, "value", False):
+        return False
+    if setting != "1" and needs_avx512 and not tuned_cpu():
+        _untuned_cpu_notice()
         return False
     return library() is not None
 

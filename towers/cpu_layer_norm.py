@@ -7,7 +7,8 @@ over the activations; the kernels read each row once per pass (BENCHMARKS.md). T
 taken from the centred values (flax's default takes E[x^2] - mean^2): the same values up to
 float32 rounding.
 
-Compiled with the other CPU kernels (towers/cpu_kernels.py); where they cannot be built, or
+Compiled with the other CPU kernels (towers/cpu_kernels.py), and used on any CPU (no product
+tiles: on AVX2 too they ran 1.15-1.66x flax's); where they cannot be built, or
 `HETCLIP_CPU_LAYER_NORM=0`, `available()` is False and towers.common's LayerNorm runs flax's.
 
 On a device mesh the calls are partitioned by `custom_partitioning`: the rows keep their
@@ -34,8 +35,8 @@ LANES = 16  # the kernels' vector width in floats: D must be a multiple of it
 
 
 def available() -> bool:
-    """Whether the kernels can run in this process (not switched off, built and loaded)."""
-    return cpu_kernels.enabled(SWITCH)
+    """Whether the kernels run in this process (`cpu_kernels.enabled`: switch, build)."""
+    return cpu_kernels.enabled(SWITCH, needs_avx512=False)
 
 
 def supports(x, scale, bias) -> bool:

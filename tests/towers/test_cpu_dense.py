@@ -29,6 +29,8 @@ def _loss(product):
         (7, 13, 80),  # fewer rows than a chunk; 5 vectors: a 4-vector tile and a 1-vector one
         (2049, 64, 16),  # one vector; a part boundary inside a chunk
         (513, 6, 32),
+        # K >= 512: chunks of x packed; 87 row tiles, the last of 4; the last chunk partial
+        (1100, 520, 32),
     ],
 )
 def test_weight_gradient_equals_x_transposed_times_grad(rows, depth, features):

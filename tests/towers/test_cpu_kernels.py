@@ -1,6 +1,7 @@
 """The CPU kernels' library (towers/cpu_kernels.py): a second build of the kernels, registered
 under a prefix, runs beside the first, and traces inside `calls_into` call it (what
-benchmarks/kernel_ab.py compares revisions with)."""
+benchmarks/kernel_ab.py compares revisions with); the switches and the CPU's AVX-512 decide
+which kernels the towers run."""
 
 import ctypes
 import shutil
@@ -8,8 +9,9 @@ import shutil
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from towers import cpu_attention, cpu_kernels
+from towers import common, cpu_attention, cpu_dense, cpu_kernels, cpu_layer_norm
 
 
 def _lowered(q, k, v) -> str:
@@ -39,3 +41,35 @@ def test_a_second_build_under_a_prefix_runs_inside_calls_into(tmp_path):
     np.testing.assert_array_equal(np.asarray(second), np.asarray(first))
     np.testing.assert_allclose(first, jax.nn.dot_product_attention(q, k, v), rtol=1e-5, atol=1e-6)
     assert float(jnp.abs(first).max()) > 0
+
+
+AVX2_ONLY = "flags : fpu sse sse2 avx fma avx2"
+AVX512 = AVX2_ONLY + " avx512f avx512bw"
+
+
+@pytest.mark.parametrize(
+    "features,setting,dense_on,layer_norm_on",
+    [
+        (AVX512, None, True, True),
+        (AVX2_ONLY, None, False, True),  # the product-tile kernels spill on AVX2: XLA instead
+        (AVX2_ONLY, "1", True, True),  # forced on
+        (AVX512, "0", False, False),  # forced off
+    ],
+)
+def test_the_switches_and_the_cpu_pick_the_kernels(
+    monkeypatch, features, setting, dense_on, layer_norm_on
+):
+    assert cpu_kernels.library() is not None
+    monkeypatch.setattr(cpu_kernels, "_cpu_features", lambda: features)
+    for switch in (cpu_dense.SWITCH, cpu_layer_norm.SWITCH):
+        if setting is None:
+            monkeypatch.delenv(switch, raising=False)
+        else:
+            monkeypatch.setenv(switch, setting)
+    assert cpu_kernels.tuned_cpu() == ("avx512f" in features)
+    assert (cpu_dense.available(), cpu_layer_norm.available()) == (dense_on, layer_norm_on)
+    # What a tower's dense layer then runs for its weight gradient (a fresh trace).
+    dims = (((2,), (0,)), ((), ()))
+    grad = jax.grad(lambda x, w: jnp.sum(common.token_flat_dot_general(x, w, dims)), 1)
+    lowered = jax.jit(lambda *a: grad(*a)).lower(jnp.ones((2, 5, 8)), jnp.ones((8, 32)))
+    assert ("hetclip_weight_gradient" in lowered.as_text()) == dense_on
