@@ -156,6 +156,7 @@ def test_token_flat_dot_general_equals_lax_values_and_gradients(lhs_shape, rhs_s
     assert (ranks == [2, 2]) == flat
 
 
+@pytest.mark.usefixtures("kernels_on_any_cpu")
 def test_towers_dense_layers_use_the_flat_product_and_keep_big_vision_names():
     from towers.common import Encoder1DBlock
 

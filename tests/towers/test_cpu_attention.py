@@ -16,6 +16,8 @@ from jax.sharding import PartitionSpec as P
 
 from towers import common, cpu_attention, cpu_kernels
 
+pytestmark = pytest.mark.usefixtures("kernels_on_any_cpu")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

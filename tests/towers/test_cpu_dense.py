@@ -12,6 +12,8 @@ from jax.sharding import PartitionSpec as P
 
 from towers import common, cpu_dense, cpu_kernels
 
+pytestmark = pytest.mark.usefixtures("kernels_on_any_cpu")
+
 
 def _arrays(seed, *shapes):
     rng = np.random.default_rng(seed)

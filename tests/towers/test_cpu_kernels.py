@@ -13,6 +13,8 @@ import pytest
 
 from towers import common, cpu_attention, cpu_dense, cpu_kernels, cpu_layer_norm
 
+pytestmark = pytest.mark.usefixtures("kernels_on_any_cpu")
+
 
 def _lowered(q, k, v) -> str:
     # A fresh function each time: jit would reuse an earlier trace of a function it has seen.

@@ -13,6 +13,8 @@ from jax.sharding import PartitionSpec as P
 
 from towers import common, cpu_layer_norm
 
+pytestmark = pytest.mark.usefixtures("kernels_on_any_cpu")
+
 
 def _arrays(seed, shape):
     rng = np.random.default_rng(seed)

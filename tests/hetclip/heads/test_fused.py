@@ -62,7 +62,9 @@ def test_weighted_sum_equals_plain_autodiff(block):
     want_value, want_grads = jax.value_and_grad(plain, argnums=(0, 1, 2))(*args)
     np.testing.assert_allclose(value, want_value, rtol=1e-6)
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+        # Blocks sum the shared gradients in another order: float32 rounding of gradients of
+        # size ~1 reached 5.7e-7 on an AVX2 CPU (1.3e-5 relative at an entry of 0.04).
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(jax.jit(fused)(*args), want_value, rtol=1e-6)
 
 
