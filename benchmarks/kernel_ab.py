@@ -40,12 +40,7 @@ ATTENTION_SHAPES = {
     "ViT-S/16 @ 224 px, batch 64": (64, 197, 6, 64),
 }
 # name: (M, K, F) of x [M, K] and dy [M, F]: every dense layer of the two setups
-_spec = importlib.util.spec_from_file_location(
-    "weight_gradient", os.path.join(HERE, "weight_gradient.py")
-)
-_weight_gradient = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_weight_gradient)
-WEIGHT_GRADIENT_SHAPES = _weight_gradient.SHAPES
+WEIGHT_GRADIENT_SHAPES = step_ab.load("weight_gradient").SHAPES
 
 
 def load_baseline(revision: str) -> None:
