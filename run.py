@@ -133,10 +133,19 @@ def main_job(python: Path, extra: list[str]) -> int:
     return subprocess.run(job, env=_env(), cwd=ROOT).returncode
 
 
+def test_workers(extra: list[str]) -> list[str]:
+    """pytest-xdist's options for one test process per core (at most 4), unless `extra` picks
+    its own (-n / --numprocesses, or -p no:xdist). Why: the suite spends most of its time
+    compiling on one thread; on 2 cores one process kept 1.26 of them busy (39 min)."""
+    if any(a.startswith(("-n", "--numprocesses")) or a == "no:xdist" for a in extra):
+        return []
+    workers = min(os.cpu_count() or 1, 4)
+    return ["-n", str(workers), "--dist", "worksteal"] if workers > 1 else []
+
+
 def run_tests(python: Path, extra: list[str]) -> int:
-    return subprocess.run(
-        [str(python), "-m", "pytest", "-q", *extra], cwd=ROOT, env=_env()
-    ).returncode
+    command = [str(python), "-m", "pytest", "-q", *test_workers(extra), *extra]
+    return subprocess.run(command, cwd=ROOT, env=_env()).returncode
 
 
 def main(argv: list[str]) -> int:

@@ -118,14 +118,15 @@ class Prefetcher {
 };
 
 // c [rows, cols] = a [rows, depth] x b [depth, cols], cols a multiple of 16, b's rows ldb apart
-// and c's ldc. Columns go in tiles of at most 6 vectors (split evenly), rows in blocks of 6
-// (tiles of up to 4 vectors), 5 (5 vectors) or 4 (6 vectors), so that a tile's accumulators
-// and its row of b fit 32 vector registers (5 x 5 also splits 65 rows without a 1-row rest).
+// and c's ldc. Columns go in tiles of at most kMaxTileVectors (6 on AVX-512, split evenly;
+// 1 on AVX2), rows in blocks of 6 (tiles of up to 4 vectors), 5 (5 vectors) or 4 (6 vectors),
+// so that a tile's accumulators and its row of b fit 32 vector registers (5 x 5 also splits 65
+// rows without a 1-row rest).
 // `ahead` (if not null) hears of each block's multiply-adds.
 void Matmul(View a, int64_t rows, int64_t depth, const float* b, int64_t ldb, int64_t cols,
             float* c, int64_t ldc, Prefetcher* ahead) {
   const int64_t vectors = cols / kLanes;
-  const int64_t tiles = (vectors + 5) / 6;
+  const int64_t tiles = (vectors + kMaxTileVectors - 1) / kMaxTileVectors;
   int64_t first = 0;
   for (int64_t tile = 0; tile < tiles; ++tile) {
     const int width = static_cast<int>((vectors - first) / (tiles - tile));

@@ -11,7 +11,7 @@
 // (steps 6 floats apart) where K >= kPackDepth: strides of 2 KiB and more miss the stride
 // prefetcher, and at K = 768-1536 a tile's lines fall into 1-4 sets of the L1 cache. Unpacked,
 // an Intel Xeon (Sapphire Rapids) ran the MLP-out gradients at 0.59-0.69 of peak, below XLA's
-// product; at small K the copy costs more than it saves (BENCHMARKS.md).
+// product; at small K on AVX-512 the copy costs more than it saves (BENCHMARKS.md).
 //
 // Built at first use by towers/cpu_kernels.py; the handler is registered as
 // "hetclip_weight_gradient".
@@ -38,11 +38,19 @@ using Result2 = ffi::ResultBuffer<ffi::F32, 2>;
 constexpr int64_t kChunk = 256;
 // Fewer rows than this per thread and the parts' sums cost more than the threads save.
 constexpr int64_t kRowsPerPart = 2 * kChunk;
-// Column tiles of 4 vectors, row tiles of 6: 24 accumulators of the 32 vector registers.
-constexpr int kTileVectors = 4;
+// Column tiles of 4 vectors, row tiles of 6: 24 accumulators of AVX-512's 32 vector registers
+// (on AVX2, tiles of 1 vector: 12 of its 16).
+constexpr int kTileVectors = std::min(4, kMaxTileVectors);
 constexpr int kTileRows = 6;
-// Depths K (floats) from which each chunk of x is packed: a stride of 2 KiB.
+// Depths K (floats) from which each chunk of x is packed: on AVX-512 a stride of 2 KiB. On
+// AVX2 every depth: there each tile of 16 columns reads the whole chunk of x, and in place
+// the gradients with K < 512 ran at 0.69-0.94x XLA's product on a Zen 3, packed at
+// 0.79-1.21x (benchmarks/weight_gradient.py).
+#if defined(__AVX512F__)
 constexpr int64_t kPackDepth = 512;
+#else
+constexpr int64_t kPackDepth = 0;
+#endif
 
 // packed [ceil(K / 6), chunk, 6] = x[chunk, K] regrouped by row tile of dW: tile t, step s
 // holds x[s, 6 t : 6 t + 6] (the last tile's missing columns are left unread).

@@ -8,8 +8,11 @@ at the towers' shapes on a 2-core Zen 4, the kernel at 0.83-0.92 (benchmarks/wei
 BENCHMARKS.md). Same values up to float32 rounding (the sum over M is taken in another order).
 
 The kernel is compiled with the other CPU kernels (towers/cpu_kernels.py); where it cannot be
-built, on a CPU without AVX-512 (unless `HETCLIP_CPU_DENSE=1`), or with `HETCLIP_CPU_DENSE=0`,
-`available()` is False and the towers run XLA's product.
+built, or with `HETCLIP_CPU_DENSE=0`, `available()` is False and the towers run XLA's product.
+On a CPU without AVX-512 (its tiles are then 6 x 16 floats, towers/cpu_kernels.h) it runs only
+where F <= K, unless `HETCLIP_CPU_DENSE=1`: on a 2-core Zen 3 (AVX2) the layers with F <= K
+ran at 1.15-1.47x XLA's product and those with F > K (the MLP's first layer) at 0.79-1.00x
+(benchmarks/weight_gradient.py, BENCHMARKS.md).
 
 On a device mesh the weight gradient is partitioned by `custom_partitioning`: each device runs
 the kernel on its rows, K and F keep their sharding, and the partial gradients of a sharded M
@@ -34,12 +37,12 @@ LANES = 16  # the kernel's vector width in floats: F must be a multiple of it
 
 def available() -> bool:
     """Whether the kernel runs in this process (`cpu_kernels.enabled`: switch, CPU, build)."""
-    return cpu_kernels.enabled(SWITCH)
+    return cpu_kernels.enabled(SWITCH, needs_avx512=False)
 
 
 def supports(x: jax.Array, kernel: jax.Array) -> bool:
     """The kernel's case: float32 x [M, K] (M > 0) and kernel [K, F] with F a multiple of 16, on
-    the CPU."""
+    the CPU; there F <= K unless the CPU has AVX-512 or `HETCLIP_CPU_DENSE=1` (module doc)."""
     return (
         x.ndim == kernel.ndim == 2
         and x.dtype == kernel.dtype == jnp.float32
@@ -47,6 +50,11 @@ def supports(x: jax.Array, kernel: jax.Array) -> bool:
         and kernel.shape[1] % LANES == 0
         and jax.default_backend() == "cpu"
         and available()
+        and (
+            kernel.shape[1] <= kernel.shape[0]
+            or cpu_kernels.tuned_cpu()
+            or cpu_kernels.forced(SWITCH)
+        )
     )
 
 

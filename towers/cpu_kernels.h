@@ -1,5 +1,6 @@
 // What the CPU kernels share (towers/cpu_attention.cc, towers/cpu_dense.cc): 16-float vectors,
-// a register-blocked product tile and a parallel loop over XLA's intra-op thread pool.
+// a register-blocked product tile in the machine's own registers (AVX-512 or AVX2) and a
+// parallel loop over XLA's intra-op thread pool.
 // Header-only (inline and templates), so that every kernel source can include it.
 
 #ifndef HETCLIP_TOWERS_CPU_KERNELS_H_
@@ -23,9 +24,37 @@ constexpr int kLanes = 16;
 typedef float Vec __attribute__((vector_size(64)));
 typedef float UnalignedVec __attribute__((vector_size(64), aligned(4)));
 typedef int32_t IntVec __attribute__((vector_size(64)));
+// The product tiles' own vectors: one hardware register each. GCC keeps a 16-float Vec that is
+// wider than the registers (AVX2, NEON) on the stack inside a tile's loop (every multiply-add
+// read an accumulator from memory), so the tiles work in registers of the machine's width.
+#if defined(__AVX512F__)
+constexpr int kNativeLanes = 16;
+#elif defined(__AVX__)
+constexpr int kNativeLanes = 8;
+#else
+constexpr int kNativeLanes = 4;
+#endif
+typedef float NativeVec __attribute__((vector_size(4 * kNativeLanes)));
+typedef float UnalignedNativeVec __attribute__((vector_size(4 * kNativeLanes), aligned(4)));
+
+// The most vectors of 16 floats one row of a product tile holds. AVX-512 has 32 registers of
+// 16 floats: tiles of up to 6 rows x 6 vectors keep their accumulators in registers. AVX2 has
+// 16 registers of 8 floats, so each vector takes two: 6 rows x 1 vector is 12 accumulators,
+// two for the row of b and one for the broadcast (the 6 x 16 tile of BLIS's Haswell kernel);
+// wider tiles spilled to memory and ran at 0.05-0.21x XLA's product on a Zen 3. (NEON's 32
+// registers of 4 floats fit the same 6 x 1 tile: 24 accumulators.)
+#if defined(__AVX512F__)
+constexpr int kMaxTileVectors = 6;
+#else
+constexpr int kMaxTileVectors = 1;
+#endif
 
 inline Vec Load(const float* p) { return *reinterpret_cast<const UnalignedVec*>(p); }
 inline void Store(float* p, Vec v) { *reinterpret_cast<UnalignedVec*>(p) = v; }
+inline NativeVec LoadNative(const float* p) {
+  return *reinterpret_cast<const UnalignedNativeVec*>(p);
+}
+inline void StoreNative(float* p, NativeVec v) { *reinterpret_cast<UnalignedNativeVec*>(p) = v; }
 inline int64_t RoundUp(int64_t n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
 // Horizontal sum in four halving steps (a short dependency chain, unlike a loop); the
@@ -64,8 +93,8 @@ struct View {
 // Zen 4. MatmulTile uses it for the wide tiles of 4-6 rows x 5-6 vectors (attention's
 // products over 65-96 keys), where it ran 1.0-1.8x as fast; on smaller tiles its effect
 // changed sign from one build to another (benchmarks/kernel_tiles.py, BENCHMARKS.md).
-inline void KeepInRegister(Vec& v) {
-#if defined(__AVX512F__)
+inline void KeepInRegister(NativeVec& v) {
+#if defined(__x86_64__)
   asm("" : "+v"(v));
 #else
   (void)v;
@@ -78,39 +107,38 @@ inline void KeepInRegister(Vec& v) {
 template <int R, int V>
 inline void MatmulTile(View a, const float* b, int64_t ldb, int64_t depth, float* c,
                        int64_t ldc, bool accumulate) {
-  Vec acc[R][V];
+  constexpr int N = V * kLanes / kNativeLanes;  // registers per row of the tile
+  NativeVec acc[R][N];
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) acc[r][v] = accumulate ? Load(c + r * ldc + v * kLanes) : Vec{};
+    for (int n = 0; n < N; ++n)
+      acc[r][n] = accumulate ? LoadNative(c + r * ldc + n * kNativeLanes) : NativeVec{};
   const float* a_step = a.data;
   for (int64_t x = 0; x < depth; ++x, a_step += a.depth_stride) {
-    Vec row[V];
-    for (int v = 0; v < V; ++v) {
-      row[v] = Load(b + x * ldb + v * kLanes);
-      if constexpr (R >= 4 && V >= 5) KeepInRegister(row[v]);
+    NativeVec row[N];
+    for (int n = 0; n < N; ++n) {
+      row[n] = LoadNative(b + x * ldb + n * kNativeLanes);
+      if constexpr (R >= 4 && V >= 5) KeepInRegister(row[n]);
     }
     for (int r = 0; r < R; ++r) {
       const float scalar = a_step[r * a.row_stride];
-      for (int v = 0; v < V; ++v) acc[r][v] += row[v] * scalar;
+      for (int n = 0; n < N; ++n) acc[r][n] += row[n] * scalar;
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) Store(c + r * ldc + v * kLanes, acc[r][v]);
+    for (int n = 0; n < N; ++n) StoreNative(c + r * ldc + n * kNativeLanes, acc[r][n]);
 }
 
-template <int R>
+// MatmulTile<R, min(vectors, V)>: only widths up to kMaxTileVectors are compiled.
+template <int R, int V = kMaxTileVectors>
 inline void MatmulRows(View a, const float* b, int64_t ldb, int64_t depth, float* c,
                        int64_t ldc, int vectors, bool accumulate) {
-  switch (vectors) {
-    case 1: return MatmulTile<R, 1>(a, b, ldb, depth, c, ldc, accumulate);
-    case 2: return MatmulTile<R, 2>(a, b, ldb, depth, c, ldc, accumulate);
-    case 3: return MatmulTile<R, 3>(a, b, ldb, depth, c, ldc, accumulate);
-    case 4: return MatmulTile<R, 4>(a, b, ldb, depth, c, ldc, accumulate);
-    case 5: return MatmulTile<R, 5>(a, b, ldb, depth, c, ldc, accumulate);
-    default: return MatmulTile<R, 6>(a, b, ldb, depth, c, ldc, accumulate);
+  if constexpr (V > 1) {
+    if (vectors < V) return MatmulRows<R, V - 1>(a, b, ldb, depth, c, ldc, vectors, accumulate);
   }
+  MatmulTile<R, V>(a, b, ldb, depth, c, ldc, accumulate);
 }
 
-// One block of `rows` <= 6 rows and `vectors` <= 6 vectors of c: MatmulTile for run-time sizes.
+// One block of `rows` <= 6 rows and `vectors` <= kMaxTileVectors vectors of c: MatmulTile for run-time sizes.
 inline void MatmulBlock(View a, int rows, const float* b, int64_t ldb, int64_t depth, float* c,
                         int64_t ldc, int vectors, bool accumulate) {
   switch (rows) {

@@ -11,14 +11,16 @@ clang++) against `jax.ffi.include_dir()`, once per source / compiler / CPU / jax
 build fails, a warning says why and `enabled()` is False for every kernel: the towers then run
 XLA's ops, with the same values. Each kernel family also has its own switch (an environment
 variable: `HETCLIP_CPU_ATTENTION`, `HETCLIP_CPU_DENSE`, `HETCLIP_CPU_LAYER_NORM`): 0 turns it
-off, 1 on on any CPU; unset, LayerNorm is on everywhere and attention and the weight gradient
-are on where the CPU has AVX-512 (`tuned_cpu()`).
+off, 1 on on any CPU; unset, LayerNorm and the weight gradient are on everywhere (the weight
+gradient, without AVX-512, only at some shapes: towers/cpu_dense.py) and attention where the
+CPU has AVX-512 (`tuned_cpu()`).
 
-Why: those two kernels' product tiles (6 rows by up to 6 vectors of 16 floats) are sized for
-AVX-512's 32 vector registers. Compiled for AVX2 (16 registers of 8 floats) each accumulator
-takes two registers and the tiles spill to memory: on a 2-core AMD EPYC Zen 3 the weight
-gradient ran at 0.05-0.07x XLA's product and attention's forward + backward at 0.18-0.21x
-XLA's, while the LayerNorm kernels (no product tiles) ran 1.15-1.66x flax's (BENCHMARKS.md).
+Why: the product tiles are sized per instruction set (towers/cpu_kernels.h: 6 rows by up to 6
+vectors of 16 floats on AVX-512, 6 x 16 floats on AVX2). On a 2-core AMD EPYC Zen 3 (AVX2)
+attention's forward + backward then ran 1.16-1.34x as fast as XLA's per-head attention alone,
+but a whole tiny CLIP step with it ran 0.94x as fast as without; the weight gradient ran
+1.15-1.47x XLA's product where F <= K, and the LayerNorm kernels 1.15-1.66x flax's
+(BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -204,12 +206,18 @@ def tuned_cpu() -> bool:
     return "avx512f" in _cpu_features().split()
 
 
+def forced(switch: str) -> bool:
+    """Whether a kernel family's environment `switch` is 1: on, on any CPU, at any shape."""
+    return os.environ.get(switch, "") == "1"
+
+
 @functools.cache
-def _untuned_cpu_notice() -> None:
+def _untuned_cpu_notice(switch: str) -> None:
     log.info(
-        "this CPU lacks AVX-512, which the compiled attention and weight-gradient kernels are "
-        "tuned for (on AVX2 they ran at 0.05-0.21x XLA's speed), so these run as XLA ops; "
-        "HETCLIP_CPU_ATTENTION=1 or HETCLIP_CPU_DENSE=1 runs a kernel anyway."
+        "this CPU lacks AVX-512: the kernel behind %s runs as XLA ops (on AVX2 it made a step "
+        "slower); %s=1 runs it anyway.",
+        switch,
+        switch,
     )
 
 
@@ -217,11 +225,10 @@ def enabled(switch: str, needs_avx512: bool = True) -> bool:
     """Whether a kernel family can run in this process: its environment `switch` is 1, or unset
     where the family does not need AVX-512 or the CPU is `tuned_cpu()`; no `disabled()` block
     is open on this thread; and the library is built and loaded."""
-    setting = os.environ.get(switch, "")
-    if setting == "0" or getattr(_disabled, "value", False):
+    if os.environ.get(switch, "") == "0" or getattr(_disabled, "value", False):
         return False
-    if setting != "1" and needs_avx512 and not tuned_cpu():
-        _untuned_cpu_notice()
+    if needs_avx512 and not forced(switch) and not tuned_cpu():
+        _untuned_cpu_notice(switch)
         return False
     return library() is not None
 

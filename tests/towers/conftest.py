@@ -1,7 +1,7 @@
-"""`kernels_on_any_cpu`: the kernels' tests run the compiled CPU kernels on every CPU. By default
-attention's and the weight gradient's run only where the CPU has AVX-512 (towers/cpu_kernels.py),
-but their values must hold wherever they build. Opt-in, so that the towers' other tests run
-what users get (on an AVX2 CPU the forced kernels are 5-20x slower than XLA)."""
+"""`kernels_on_any_cpu`: the kernels' tests run the compiled CPU kernels on every CPU and shape.
+By default attention's runs only where the CPU has AVX-512, and elsewhere the weight gradient's
+only where F <= K (towers/cpu_kernels.py), but their values must hold wherever they build.
+Opt-in, so that the towers' other tests run what users get."""
 
 import pytest
 

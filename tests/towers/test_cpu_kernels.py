@@ -50,28 +50,33 @@ AVX512 = AVX2_ONLY + " avx512f avx512bw"
 
 
 @pytest.mark.parametrize(
-    "features,setting,dense_on,layer_norm_on",
+    "features,setting,attention_on,dense_on,wide_dense_on,layer_norm_on",
     [
-        (AVX512, None, True, True),
-        (AVX2_ONLY, None, False, True),  # the product-tile kernels spill on AVX2: XLA instead
-        (AVX2_ONLY, "1", True, True),  # forced on
-        (AVX512, "0", False, False),  # forced off
+        (AVX512, None, True, True, True, True),
+        # AVX2: attention made a step slower, the weight gradient of F > K layers ran below XLA
+        (AVX2_ONLY, None, False, True, False, True),
+        (AVX2_ONLY, "1", True, True, True, True),  # forced on
+        (AVX512, "0", False, False, False, False),  # forced off
     ],
 )
 def test_the_switches_and_the_cpu_pick_the_kernels(
-    monkeypatch, features, setting, dense_on, layer_norm_on
+    monkeypatch, features, setting, attention_on, dense_on, wide_dense_on, layer_norm_on
 ):
     assert cpu_kernels.library() is not None
     monkeypatch.setattr(cpu_kernels, "_cpu_features", lambda: features)
-    for switch in (cpu_dense.SWITCH, cpu_layer_norm.SWITCH):
+    for switch in (cpu_attention.SWITCH, cpu_dense.SWITCH, cpu_layer_norm.SWITCH):
         if setting is None:
             monkeypatch.delenv(switch, raising=False)
         else:
             monkeypatch.setenv(switch, setting)
     assert cpu_kernels.tuned_cpu() == ("avx512f" in features)
-    assert (cpu_dense.available(), cpu_layer_norm.available()) == (dense_on, layer_norm_on)
-    # What a tower's dense layer then runs for its weight gradient (a fresh trace).
+    available = (cpu_attention.available(), cpu_dense.available(), cpu_layer_norm.available())
+    assert available == (attention_on, dense_on, layer_norm_on)
+    # What a tower's dense layer then runs for its weight gradient (fresh traces): kernel
+    # [K, F] with F <= K, and with F > K.
     dims = (((2,), (0,)), ((), ()))
     grad = jax.grad(lambda x, w: jnp.sum(common.token_flat_dot_general(x, w, dims)), 1)
-    lowered = jax.jit(lambda *a: grad(*a)).lower(jnp.ones((2, 5, 8)), jnp.ones((8, 32)))
-    assert ("hetclip_weight_gradient" in lowered.as_text()) == dense_on
+    for depth, features_out, expected in [(32, 16, dense_on), (8, 32, wide_dense_on)]:
+        x, w = jnp.ones((2, 5, depth)), jnp.ones((depth, features_out))
+        lowered = jax.jit(lambda *a: grad(*a)).lower(x, w)
+        assert ("hetclip_weight_gradient" in lowered.as_text()) == expected, (depth, features_out)
