@@ -46,11 +46,7 @@ constexpr int kTileRows = 6;
 // AVX2 every depth: there each tile of 16 columns reads the whole chunk of x, and in place
 // the gradients with K < 512 ran at 0.69-0.94x XLA's product on a Zen 3, packed at
 // 0.79-1.21x (benchmarks/weight_gradient.py).
-#if defined(__AVX512F__)
-constexpr int64_t kPackDepth = 512;
-#else
-constexpr int64_t kPackDepth = 0;
-#endif
+constexpr int64_t kPackDepth = kNativeLanes == kLanes ? 512 : 0;
 
 // packed [ceil(K / 6), chunk, 6] = x[chunk, K] regrouped by row tile of dW: tile t, step s
 // holds x[s, 6 t : 6 t + 6] (the last tile's missing columns are left unread).

@@ -43,11 +43,7 @@ typedef float UnalignedNativeVec __attribute__((vector_size(4 * kNativeLanes), a
 // two for the row of b and one for the broadcast (the 6 x 16 tile of BLIS's Haswell kernel);
 // wider tiles spilled to memory and ran at 0.05-0.21x XLA's product on a Zen 3. (NEON's 32
 // registers of 4 floats fit the same 6 x 1 tile: 24 accumulators.)
-#if defined(__AVX512F__)
-constexpr int kMaxTileVectors = 6;
-#else
-constexpr int kMaxTileVectors = 1;
-#endif
+constexpr int kMaxTileVectors = kNativeLanes == kLanes ? 6 : 1;
 
 inline Vec Load(const float* p) { return *reinterpret_cast<const UnalignedVec*>(p); }
 inline void Store(float* p, Vec v) { *reinterpret_cast<UnalignedVec*>(p) = v; }
@@ -138,7 +134,8 @@ inline void MatmulRows(View a, const float* b, int64_t ldb, int64_t depth, float
   MatmulTile<R, V>(a, b, ldb, depth, c, ldc, accumulate);
 }
 
-// One block of `rows` <= 6 rows and `vectors` <= kMaxTileVectors vectors of c: MatmulTile for run-time sizes.
+// One block of `rows` <= 6 rows and `vectors` <= kMaxTileVectors vectors of c: MatmulTile for
+// run-time sizes.
 inline void MatmulBlock(View a, int rows, const float* b, int64_t ldb, int64_t depth, float* c,
                         int64_t ldc, int vectors, bool accumulate) {
   switch (rows) {
