@@ -144,7 +144,8 @@ def test_workers(extra: list[str]) -> list[str]:
 
 
 def run_tests(python: Path, extra: list[str]) -> int:
-    command = [str(python), "-m", "pytest", "-q", *test_workers(extra), *extra]
+    # The slowest tests' times in every log keep tests/conftest.py's `slow` marks true.
+    command = [str(python), "-m", "pytest", "-q", "--durations=12", *test_workers(extra), *extra]
     return subprocess.run(command, cwd=ROOT, env=_env()).returncode
 
 

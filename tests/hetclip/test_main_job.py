@@ -3,9 +3,12 @@ its table and figures; a rerun reuses the finished runs."""
 
 import json
 
+import pytest
+
 from hetclip.main_job import RUNS, main
 
 
+@pytest.mark.slow
 def test_main_job_trains_three_models_and_writes_the_report(
     prepared_imagetext, monkeypatch, tmp_path, capsys
 ):

@@ -127,6 +127,7 @@ def test_in_training_evals_run_zero_shot_on_held_out_categories_and_retrieval(da
     assert saved["logits"].shape == (len(saved["labels"]), len(saved["class_names"]))
 
 
+@pytest.mark.slow
 def test_resuming_a_finished_part_continues_where_it_stopped(data_dir, tmp_path):
     full = contrastive_config(data_dir, "default.py", "total_steps=4", "checkpoint.every=2")
     train(full, tmp_path / "full")
@@ -162,6 +163,7 @@ def test_bad_configs_fail_with_errors_naming_the_fix(data_dir, tmp_path, capsys)
     assert "micro-batches" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_checkpoint_restores_onto_a_different_mesh(data_dir, tmp_path):
     straight = contrastive_config(data_dir, "default.py", "total_steps=4", "checkpoint.every=2")
     straight.optim.name = "sgd"  # see test_step: Adam amplifies round-off of zero gradients

@@ -5,6 +5,7 @@ import socket
 import subprocess
 
 import numpy as np
+import pytest
 
 from hetclip.train.metrics import read_metrics
 from tests.hetclip.train import test_resume_kill as resume_kill
@@ -23,6 +24,7 @@ def _command(workdir, *extra):
     return resume_kill._command(workdir, *extra, steps=STEPS)
 
 
+@pytest.mark.slow
 def test_two_process_training_equals_one_process_with_two_devices(prepared_imagetext, tmp_path):
     env = _env(prepared_imagetext.parent)
     single = subprocess.run(_command(tmp_path / "single"), env=env, capture_output=True, text=True)

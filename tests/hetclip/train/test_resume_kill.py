@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hetclip.train.metrics import read_metrics
 
@@ -66,6 +67,7 @@ def _final_params(workdir):
     return read_checkpoint(workdir / "checkpoints", STEPS)["params"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_sigterm_then_resume_equals_an_uninterrupted_run(prepared_imagetext, tmp_path):
     env = _env(prepared_imagetext.parent)
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
