@@ -119,18 +119,9 @@ def two_tower_train_flops(model: dict, res: int, text_len: int, batch: int) -> f
     return 3 * forward * batch
 
 
-def build_step(spec: str, overrides: dict, res: int, text_len: int):
-    """(jitted step, state, synthetic batch, XLA FLOPs per step, batch size) for a config spec
-    with {"a.b.c": value} overrides."""
-    import jax
-    import numpy as np
-
+def setup_config(spec: str, overrides: dict):
+    """The config of a spec with {"a.b.c": value} overrides."""
     from hetclip.config import load_config
-    from hetclip.models import build_model
-    from hetclip.sharding import make_mesh
-    from hetclip.train import optim
-    from hetclip.train.objectives import make_objective
-    from hetclip.train.step import init_params, init_state, make_train_step
 
     config = load_config(spec)
     for dotted, value in overrides.items():
@@ -139,14 +130,37 @@ def build_step(spec: str, overrides: dict, res: int, text_len: int):
         for part in parents:
             node = node[part]
         node[leaf] = value
+    return config
+
+
+def synthetic_batch(config, res: int, text_len: int) -> dict:
+    """{"image": [B, res, res, 3] float32, "text": [B, text_len] int32} at the config's batch."""
+    import numpy as np
+
     batch_size = int(config.input.batch_size)
     rng = np.random.default_rng(0)
-    batch = {
+    return {
         "image": rng.uniform(-1, 1, (batch_size, res, res, 3)).astype(np.float32),
         "text": rng.integers(1, config.model.text.vocab_size, (batch_size, text_len)).astype(
             np.int32
         ),
     }
+
+
+def build_step(spec: str, overrides: dict, res: int, text_len: int):
+    """(jitted step, state, synthetic batch, XLA FLOPs per step, batch size) for a config spec
+    with {"a.b.c": value} overrides."""
+    import jax
+
+    from hetclip.models import build_model
+    from hetclip.sharding import make_mesh
+    from hetclip.train import optim
+    from hetclip.train.objectives import make_objective
+    from hetclip.train.step import init_params, init_state, make_train_step
+
+    config = setup_config(spec, overrides)
+    batch_size = int(config.input.batch_size)
+    batch = synthetic_batch(config, res, text_len)
     mesh = make_mesh({"data": 1}, jax.devices()[:1])
     model = build_model(config.model)
     params, shardings = init_params(model, batch, 0, mesh)

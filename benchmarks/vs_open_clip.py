@@ -4,6 +4,7 @@
   python benchmarks/vs_open_clip.py --torch-python /tmp/bench/bin/python [--rounds 2]
   python benchmarks/vs_open_clip.py --torch-python python3 --only GPU     (on a CUDA machine)
   ... --torch-compile                      (open_clip compiled, as its --torchcompile does)
+  ... --part image                         (one tower's forward + backward only: image or text)
 
 torch and open_clip live in a separate, benchmark-only environment (never a dependency of
 hetclip). This script runs the JAX side itself and drives a worker process in that environment
@@ -16,6 +17,9 @@ bfloat16 at 8192^3 on a GPU, where both sides compute in bfloat16 with float32 p
 open_clip's `--precision amp_bf16`, hetclip's dtype "bfloat16"), measured at the start of the run
 and again before every round, the highest so far kept: on a noisy machine a single early
 measurement can come out low and inflate both MFUs (`peaks_gflops` in the result lists them).
+--part image / text times one tower alone instead, to find where a step's gap lies: its forward
+to the unit-norm embedding and the backward of sum(embedding * fixed random [B, D]) to its
+parameters, no loss over the batch and no optimizer; FLOPs are XLA's count of that computation.
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ GPU_SPEC = "clip_vit_b16.py:batch={batch},vocab=49408"
 # --- torch worker (runs in the benchmark venv; imports no JAX) ----------------------------------
 
 
-def worker(name: str, compile_model: bool) -> None:
+def worker(name: str, compile_model: bool, part: str = "step") -> None:
     import types
 
     # The registry's torchvision wheel does not match the CPU torch build on disk; open_clip
@@ -155,7 +159,7 @@ def worker(name: str, compile_model: bool) -> None:
     )
     synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-    def step():
+    def training_step():
         with autocast():
             image_features, text_features, logit_scale = model(images, texts)[:3]
             loss = loss_fn(image_features, text_features, logit_scale)
@@ -164,8 +168,26 @@ def worker(name: str, compile_model: bool) -> None:
         optimizer.step()
         synchronize()
 
+    if part != "step":
+        encode = {
+            "image": lambda: model.encode_image(images, normalize=True),
+            "text": lambda: model.encode_text(texts, normalize=True),
+        }[part]
+        target = torch.randn(batch, model_config["embed_dim"], device=device)
+
+        def tower_step():
+            with autocast():
+                loss = (encode().float() * target).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            synchronize()
+
+    step = training_step if part == "step" else tower_step
+
     step()
     step()
+    if part != "step":  # the tower's parameters: those its backward reached
+        params = sum(p.numel() for p in model.parameters() if p.grad is not None)
     print(
         json.dumps(
             {
@@ -206,6 +228,44 @@ def build_hetclip_step(name: str):
     return train_step.build_step(spec, overrides, size, context)
 
 
+def build_hetclip_part(name: str, part: str):
+    """build_hetclip_step's tuple for one tower of the setup `name` ("image" or "text"): its
+    forward to the unit-norm embedding and the gradient of sum(embedding * fixed random [B, D])
+    by its parameters, as a step(params, inputs) -> (params, gradients) for time_steps."""
+    import jax
+    import jax.numpy as jnp
+
+    from hetclip.models import build_model
+    from towers import cpu_kernels
+
+    train_step = _load("train_step")
+    _, overrides, size, context, batch = SETUPS[name]
+    config = train_step.setup_config(CPU_SPEC.format(size=size, batch=batch), overrides)
+    model = build_model(config.model)
+    inputs = {part: train_step.synthetic_batch(config, size, context)[part]}
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), inputs)
+    target = jax.random.normal(jax.random.PRNGKey(1), (batch, int(config.model.embed_dim)))
+    output = {"image": "zimg", "text": "ztxt"}[part]
+
+    def loss(params, inputs):
+        return jnp.sum(model.apply(params, inputs, train=True)[output] * target)
+
+    def new_gradient():
+        return jax.jit(jax.grad(loss))
+
+    gradient = new_gradient()
+    with cpu_kernels.disabled():  # as build_step counts: XLA sees no FLOPs in custom calls
+        cost = new_gradient().lower(params, inputs).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return (
+        (lambda params, inputs: (params, gradient(params, inputs))),
+        params,
+        inputs,
+        (float(cost["flops"])),
+        batch,
+    )
+
+
 def build_any_step(only: str) -> tuple:
     """(setup name, build_step's tuple) for the first train_step.py setup whose name contains
     `only`, else hetclip's side of the first such setup here."""
@@ -229,6 +289,9 @@ def main() -> None:
     parser.add_argument(
         "--torch-compile", action="store_true", help="open_clip with torch.compile (--torchcompile)"
     )
+    parser.add_argument(
+        "--part", default="step", choices=["step", "image", "text"], help="time one tower only"
+    )
     args = parser.parse_args()
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
     import jax
@@ -243,10 +306,14 @@ def main() -> None:
     rows = []
     for name in names:
         _, _, size, context, batch = SETUPS[name]
-        step, state, inputs, flops, _ = build_hetclip_step(name)
-        params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+        if args.part == "step":
+            step, state, inputs, flops, _ = build_hetclip_step(name)
+            params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state["params"]))
+        else:
+            step, state, inputs, flops, _ = build_hetclip_part(name, args.part)
+            params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state))
         torch_worker = subprocess.Popen(
-            [args.torch_python, os.path.abspath(__file__), "--worker", name]
+            [args.torch_python, os.path.abspath(__file__), "--worker", name, "--part", args.part]
             + (["--compile"] if args.torch_compile else []),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -266,6 +333,7 @@ def main() -> None:
         torch_worker.wait()
         row = {
             "setup": name,
+            "part": args.part,
             "batch": batch,
             "hetclip_params": params,
             "open_clip_params": info["params"],
@@ -290,7 +358,9 @@ def main() -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "--worker":
-        worker(sys.argv[2], "--compile" in sys.argv[3:])
+        options = sys.argv[3:]
+        part = options[options.index("--part") + 1] if "--part" in options else "step"
+        worker(sys.argv[2], "--compile" in options, part)
     else:
         from hetclip import allocator  # both sides inherit it (HETCLIP_HUGEPAGES=0: neither)
 
