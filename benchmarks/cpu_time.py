@@ -70,17 +70,18 @@ def child(only: str, steps: int) -> None:
 def shares(perf_data: str, start: float, end: float) -> collections.Counter:
     """{(dso, symbol): percent of the samples between start and end (seconds, monotonic)}."""
     report = subprocess.run(
-        ["perf", "report", "-i", perf_data, "--stdio", "--sort", "dso,symbol"]
-        + ["--time", f"{start:.6f},{end:.6f}", "--percent-limit", "0.01"],
+        ["perf", "report", "-i", perf_data, "--stdio", "--sort", "dso,symbol", "-t", "\t"]
+        + ["--time", f"{start:.6f},{end:.6f}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     rows = collections.Counter()
     for line in report.splitlines():
-        found = re.match(r"\s*([\d.]+)%\s+(\S.*?)\s+\[[.k]\]\s+(.*?)\s*$", line)
-        if found:
-            rows[(found.group(2), found.group(3))] += float(found.group(1))
+        fields = [field.strip() for field in line.split("\t")]
+        if len(fields) >= 3 and fields[0].endswith("%"):  # overhead, dso, "[.] symbol", ""
+            symbol = re.sub(r"^\[[.k]\]\s*", "", fields[2])
+            rows[(fields[1], symbol)] += float(fields[0].rstrip("%"))
     return rows
 
 
