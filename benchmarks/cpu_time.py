@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import importlib.util
 import json
 import os
 import re
@@ -29,6 +30,11 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# This folder's towers.py would shadow the `towers` package.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
+_spec = importlib.util.spec_from_file_location("step_ab", os.path.join(HERE, "step_ab.py"))
+step_ab = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(step_ab)
 
 # (family, test on "dso symbol"), first match wins.
 FAMILIES = (
@@ -48,15 +54,9 @@ def family(dso: str, symbol: str) -> str:
 
 def child(only: str, steps: int) -> None:
     """Builds and warms the step, then prints the CLOCK_MONOTONIC span of the timed steps."""
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-    import importlib.util
-
     import jax
 
-    spec = importlib.util.spec_from_file_location("vs", os.path.join(HERE, "vs_open_clip.py"))
-    vs_open_clip = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vs_open_clip)
-    name, (step, state, batch, flops, _) = vs_open_clip.build_any_step(only)
+    name, (step, state, batch, flops, _) = step_ab.load("vs_open_clip").build_any_step(only)
     state, metrics = step(state, batch)
     jax.block_until_ready(metrics)
     start = time.monotonic()
@@ -126,13 +126,7 @@ def main() -> None:
         "families_percent": dict(families),
         "functions_percent": [[f"{d} {s}", p] for (d, s), p in functions],
     }
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_step", os.path.join(HERE, "train_step.py"))
-    train_step = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_step)
-    train_step.write_result(args.out, None, [summary])
+    step_ab.load("train_step").write_result(args.out, None, [summary])
 
 
 if __name__ == "__main__":

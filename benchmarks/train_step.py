@@ -147,6 +147,18 @@ def synthetic_batch(config, res: int, text_len: int) -> dict:
     }
 
 
+def xla_flops(new_jitted, *args) -> float | None:
+    """XLA's FLOP count of `new_jitted()` (a fresh jitted function) lowered for args, traced with
+    the CPU kernels off: XLA counts no FLOPs inside their custom calls. None where the backend
+    gives no count (a GPU)."""
+    from towers import cpu_kernels
+
+    with cpu_kernels.disabled():
+        cost = new_jitted().lower(*args).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"]) if cost else None
+
+
 def build_step(spec: str, overrides: dict, res: int, text_len: int):
     """(jitted step, state, synthetic batch, XLA FLOPs per step, batch size) for a config spec
     with {"a.b.c": value} overrides."""
@@ -167,7 +179,6 @@ def build_step(spec: str, overrides: dict, res: int, text_len: int):
     lr = optim.schedule(config.schedule, int(config.total_steps))
     tx = optim.optimizer(config.optim, lr, params)
     state, state_shardings = init_state(tx, params, shardings, mesh)
-    from towers import cpu_kernels
 
     def new_step():
         objective = make_objective(model, config, mesh)
@@ -178,13 +189,9 @@ def build_step(spec: str, overrides: dict, res: int, text_len: int):
     # which its cost analysis does not count (on the CPU the two counts agree within 1%). Nor
     # does it see inside the CPU kernels' custom calls, so the count is of the same step traced
     # with XLA's attention and products.
-    with cpu_kernels.disabled():
-        cost = new_step().lower(state, batch).cost_analysis()  # None on some backends (a GPU)
-    cost = cost[0] if isinstance(cost, list) else cost
-    if cost:
-        flops = float(cost["flops"])
-    else:
-        flops = two_tower_train_flops(config.model, res, text_len, batch_size)
+    flops = xla_flops(new_step, state, batch) or two_tower_train_flops(
+        config.model, res, text_len, batch_size
+    )
     # Keep the synthetic batch on the device, as a prefetching input pipeline does.
     batch = jax.device_put(batch, jax.devices()[0])
     return step, state, batch, flops, batch_size

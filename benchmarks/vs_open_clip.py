@@ -236,7 +236,6 @@ def build_hetclip_part(name: str, part: str):
     import jax.numpy as jnp
 
     from hetclip.models import build_model
-    from towers import cpu_kernels
 
     train_step = _load("train_step")
     _, overrides, size, context, batch = SETUPS[name]
@@ -254,16 +253,8 @@ def build_hetclip_part(name: str, part: str):
         return jax.jit(jax.grad(loss))
 
     gradient = new_gradient()
-    with cpu_kernels.disabled():  # as build_step counts: XLA sees no FLOPs in custom calls
-        cost = new_gradient().lower(params, inputs).cost_analysis()
-    cost = cost[0] if isinstance(cost, list) else cost
-    return (
-        (lambda params, inputs: (params, gradient(params, inputs))),
-        params,
-        inputs,
-        (float(cost["flops"])),
-        batch,
-    )
+    flops = train_step.xla_flops(new_gradient, params, inputs)
+    return (lambda params, inputs: (params, gradient(params, inputs))), params, inputs, flops, batch
 
 
 def build_any_step(only: str) -> tuple:
